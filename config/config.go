@@ -1,0 +1,361 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Defaults used when a key is absent from the file.
+const (
+	DefaultListen           = ":5000"
+	DefaultUpstreamTimeout  = 30 * time.Second
+	DefaultIdleTimeout      = 90 * time.Second
+	DefaultReadTimeout      = 30 * time.Second
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultMaxConnsPerHost  = 512
+	DefaultMaxRedirects     = 5
+	DefaultDockerHubName    = "docker.io"
+	DefaultDockerHubURL     = "https://registry-1.docker.io"
+	DefaultCacheDir         = "docxy-cache"
+	DefaultCacheMaxSize     = 20 << 30
+	DefaultManifestTTL      = 5 * time.Minute
+	DefaultLogLevel         = "info"
+	DefaultLogFormat        = "text"
+	DefaultAdminPath        = "/admin"
+	envConfig               = "DOCXY_CONFIG"
+	envCertPath             = "DOCXY_CERT_PATH"
+	envKeyPath              = "DOCXY_KEY_PATH"
+	maxRegistryNameLength   = 64
+	defaultHTTPSPort        = "443"
+	defaultHTTPPort         = "80"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Server     Server     `toml:"server"`
+	TLS        TLS        `toml:"tls"`
+	Cache      Cache      `toml:"cache"`
+	Log        Log        `toml:"log"`
+	Registries []Registry `toml:"registry"`
+}
+
+// Server configures the listeners and what clients are told about them.
+type Server struct {
+	// Listen is the plain-HTTP address. Default ":5000". Empty string disables it when TLSListen is set.
+	Listen string `toml:"listen"`
+	// TLSListen is the HTTPS address, e.g. ":443". Off when empty (the default).
+	TLSListen string `toml:"tls_listen"`
+	// PublicBaseURL is the scheme://host[:port] that clients use to reach the mirror.
+	// The token realm and redirects are built from it, never from an arbitrary Host header.
+	// Default: derived from the listeners, http://localhost:PORT.
+	PublicBaseURL string `toml:"public_base_url"`
+	// BehindProxy trusts X-Forwarded-Proto/X-Forwarded-For from the peer. Default false.
+	BehindProxy bool `toml:"behind_proxy"`
+	// ReadTimeout bounds reading a client's request (headers and the small bodies docxy accepts). Default 30s.
+	ReadTimeout Duration `toml:"read_timeout"`
+	// IdleTimeout closes keep-alive connections idle that long. Default 90s.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// UpstreamTimeout bounds connecting to an upstream and each wait for upstream bytes (a progress
+	// timeout, not a whole-body deadline: a 5 GiB layer on a slow link still finishes). Default 30s.
+	UpstreamTimeout Duration `toml:"upstream_timeout"`
+	// ShutdownTimeout is how long running transfers may finish after SIGTERM. Default 30s.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// MaxConnsPerHost caps pooled connections to one upstream host. Default 512.
+	MaxConnsPerHost int `toml:"max_conns_per_host"`
+
+	publicBaseURLDerived bool
+}
+
+// TLS configures the certificate served on Server.TLSListen.
+// DOCXY_CERT_PATH and DOCXY_KEY_PATH override CertFile and KeyFile.
+type TLS struct {
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+}
+
+// Cache configures the local content-addressed cache.
+type Cache struct {
+	// Disabled turns the cache off: every request goes upstream. Default false.
+	Disabled bool `toml:"disabled"`
+	// Dir holds cached blobs. Default "docxy-cache" (relative to the working directory).
+	Dir string `toml:"dir"`
+	// MaxSize caps the bytes kept on disk, e.g. "20GiB". Default 20GiB.
+	MaxSize Size `toml:"max_size"`
+	// ManifestTTL is how long a manifest fetched by tag is served before it is revalidated
+	// upstream with a HEAD. Manifests by digest never expire. Default 5m.
+	ManifestTTL Duration `toml:"manifest_ttl"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is one of debug, info, warn, error. Default info.
+	Level string `toml:"level"`
+	// Format is text or json. Default text.
+	Format string `toml:"format"`
+	// AccessLog writes one line per request. Default true.
+	AccessLog *bool `toml:"access_log"`
+}
+
+// Registry is one upstream registry served by the mirror.
+type Registry struct {
+	// Name identifies the registry in logs and metrics, e.g. "docker.io".
+	Name string `toml:"name"`
+	// Upstream is the registry's base URL, e.g. "https://registry-1.docker.io".
+	Upstream string `toml:"upstream"`
+	// Hosts are the host names under which the mirror serves this registry (matched against Host).
+	Hosts []string `toml:"hosts"`
+	// LibraryPrefix maps single-component names to library/NAME, as Docker Hub needs.
+	LibraryPrefix bool `toml:"library_prefix"`
+	// Default selects this registry when neither Host nor containerd's ?ns= does.
+	Default bool `toml:"default"`
+	// Username and Password are the mirror's own upstream account, used when the client sends none.
+	Username string `toml:"username"`
+	Password string `toml:"password"`
+	// TokenRealm and TokenService override what the upstream's /v2/ challenge says.
+	TokenRealm   string `toml:"token_realm"`
+	TokenService string `toml:"token_service"`
+}
+
+// Default returns the built-in configuration: plain HTTP on :5000 mirroring Docker Hub.
+func Default() *Config {
+	c := &Config{}
+	c.applyDefaults()
+	return c
+}
+
+// Load reads the TOML file at path, applies defaults and environment overrides, and validates it.
+// Unknown keys are an error, so that a typo never silently turns a setting off.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse is Load for configuration already in memory; name is used in error messages.
+func Parse(data []byte, name string) (*Config, error) {
+	c := &Config{}
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		return nil, fmt.Errorf("cannot parse %s: %w", name, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("%s: unknown key %s; see config.toml.example for the valid keys", name, strings.Join(keys, ", "))
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// ConfigPathFromEnv returns DOCXY_CONFIG, the config path used when -config is not given.
+func ConfigPathFromEnv() string { return os.Getenv(envConfig) }
+
+func (c *Config) applyDefaults() {
+	s := &c.Server
+	if s.Listen == "" && s.TLSListen == "" {
+		s.Listen = DefaultListen
+	}
+	setDuration(&s.ReadTimeout, DefaultReadTimeout)
+	setDuration(&s.IdleTimeout, DefaultIdleTimeout)
+	setDuration(&s.UpstreamTimeout, DefaultUpstreamTimeout)
+	setDuration(&s.ShutdownTimeout, DefaultShutdownTimeout)
+	if s.MaxConnsPerHost == 0 {
+		s.MaxConnsPerHost = DefaultMaxConnsPerHost
+	}
+	if v := os.Getenv(envCertPath); v != "" {
+		c.TLS.CertFile = v
+	}
+	if v := os.Getenv(envKeyPath); v != "" {
+		c.TLS.KeyFile = v
+	}
+	if c.Cache.Dir == "" {
+		c.Cache.Dir = DefaultCacheDir
+	}
+	if c.Cache.MaxSize == 0 {
+		c.Cache.MaxSize = DefaultCacheMaxSize
+	}
+	setDuration(&c.Cache.ManifestTTL, DefaultManifestTTL)
+	if c.Log.Level == "" {
+		c.Log.Level = DefaultLogLevel
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = DefaultLogFormat
+	}
+	if c.Log.AccessLog == nil {
+		on := true
+		c.Log.AccessLog = &on
+	}
+	if len(c.Registries) == 0 {
+		c.Registries = []Registry{{
+			Name:          DefaultDockerHubName,
+			Upstream:      DefaultDockerHubURL,
+			LibraryPrefix: true,
+			Default:       true,
+		}}
+	}
+	if len(c.Registries) == 1 {
+		c.Registries[0].Default = true
+	}
+	if s.PublicBaseURL == "" {
+		s.PublicBaseURL = localBaseURL(s)
+		s.publicBaseURLDerived = true
+	}
+	s.PublicBaseURL = strings.TrimSuffix(s.PublicBaseURL, "/")
+}
+
+// localBaseURL is the fallback realm base when public_base_url is unset: safe (never taken from a
+// request) and right for a mirror used from the same machine.
+func localBaseURL(s *Server) string {
+	scheme, addr, defPort := "http", s.Listen, defaultHTTPPort
+	if s.TLSListen != "" {
+		scheme, addr, defPort = "https", s.TLSListen, defaultHTTPSPort
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" || port == defPort {
+		return scheme + "://localhost"
+	}
+	return scheme + "://localhost:" + port
+}
+
+// PublicBaseURLDerived reports whether public_base_url was derived from the listeners
+// rather than configured, so that main can warn the operator.
+func (s *Server) PublicBaseURLDerived() bool { return s.publicBaseURLDerived }
+
+// Validate checks the configuration and names the offending key in its error.
+func (c *Config) Validate() error {
+	s := &c.Server
+	if err := checkAddr("server.listen", s.Listen); err != nil {
+		return err
+	}
+	if err := checkAddr("server.tls_listen", s.TLSListen); err != nil {
+		return err
+	}
+	if err := ValidatePublicBaseURL(s.PublicBaseURL); err != nil {
+		return fmt.Errorf("server.public_base_url: %w", err)
+	}
+	if s.MaxConnsPerHost < 0 {
+		return errors.New("server.max_conns_per_host: must be positive")
+	}
+	if s.TLSListen != "" && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		return errors.New("tls.cert_file and tls.key_file (or DOCXY_CERT_PATH and DOCXY_KEY_PATH) are required when server.tls_listen is set")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("tls.cert_file and tls.key_file must be set together")
+	}
+	if c.Cache.MaxSize < 0 {
+		return errors.New("cache.max_size: must be positive")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	return c.validateRegistries()
+}
+
+func (c *Config) validateRegistries() error {
+	names := map[string]bool{}
+	hosts := map[string]string{}
+	defaults := 0
+	for i := range c.Registries {
+		r := &c.Registries[i]
+		where := fmt.Sprintf("registry[%d]", i)
+		if r.Name == "" {
+			return fmt.Errorf("%s.name: must be set", where)
+		}
+		if len(r.Name) > maxRegistryNameLength || strings.ContainsAny(r.Name, " \t\"\\") {
+			return fmt.Errorf("%s.name: %q must be a short name without spaces or quotes", where, r.Name)
+		}
+		where = fmt.Sprintf("registry %q", r.Name)
+		if names[r.Name] {
+			return fmt.Errorf("%s: name is used twice", where)
+		}
+		names[r.Name] = true
+		u, err := url.Parse(r.Upstream)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return fmt.Errorf("%s.upstream: %q must look like https://registry.example.com (scheme and host only)", where, r.Upstream)
+		}
+		r.Upstream = u.Scheme + "://" + u.Host
+		for j, h := range r.Hosts {
+			h = strings.ToLower(strings.TrimSpace(h))
+			if h == "" || strings.ContainsAny(h, "/ @?#") {
+				return fmt.Errorf("%s.hosts: %q is not a host name", where, r.Hosts[j])
+			}
+			if other, dup := hosts[h]; dup {
+				return fmt.Errorf("%s.hosts: %q is already served by registry %q", where, h, other)
+			}
+			hosts[h] = r.Name
+			r.Hosts[j] = h
+		}
+		if r.Default {
+			defaults++
+		}
+		if (r.Username == "") != (r.Password == "") {
+			return fmt.Errorf("%s: username and password must be set together", where)
+		}
+		if r.TokenRealm != "" {
+			if u, err := url.Parse(r.TokenRealm); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("%s.token_realm: %q must be an http(s) URL", where, r.TokenRealm)
+			}
+		}
+	}
+	if defaults > 1 {
+		return errors.New("registry: only one registry may set default = true")
+	}
+	return nil
+}
+
+// ValidatePublicBaseURL accepts scheme://host[:port] with scheme http or https and nothing else,
+// so that the token realm handed to clients cannot be steered anywhere else.
+func ValidatePublicBaseURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("cannot parse %q: %w", s, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%q: scheme must be http or https", s)
+	case u.Host == "":
+		return fmt.Errorf("%q: host is missing", s)
+	case u.User != nil:
+		return fmt.Errorf("%q: must not contain user info", s)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.Opaque != "":
+		return fmt.Errorf("%q: must not contain a path, query or fragment", s)
+	}
+	return nil
+}
+
+func checkAddr(key, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%s: %q must be host:port or :port: %w", key, addr, err)
+	}
+	return nil
+}
+
+func setDuration(d *Duration, def time.Duration) {
+	if d.Duration == 0 {
+		d.Duration = def
+	}
+}

@@ -1,0 +1,169 @@
+// Command docxy is a Docker/OCI registry mirror: point Docker's "registry-mirrors" (or containerd's
+// hosts.toml, or a docker pull prefix) at it and pulls go through it, token step included.
+package main
+
+import (
+	"context"
+	stdtls "crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/docxy/docxy/config"
+	"github.com/docxy/docxy/proxy"
+	"github.com/valyala/fasthttp"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const maxRequestBodySize = 64 << 10 // token POST forms are the only bodies docxy reads
+
+func main() {
+	configPath := flag.String("config", "", "path to the TOML configuration (default: $DOCXY_CONFIG, else built-in defaults)")
+	check := flag.Bool("check", false, "validate the configuration and exit")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("docxy", version)
+		return
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "docxy:", err)
+		os.Exit(2)
+	}
+	if *check {
+		fmt.Println("docxy: configuration is valid")
+		return
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "docxy:", err)
+		os.Exit(1)
+	}
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		path = config.ConfigPathFromEnv()
+	}
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func run(cfg *config.Config) error {
+	log := newLogger(cfg.Log)
+	h, err := proxy.New(cfg, proxy.Options{Version: version, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if cfg.Server.PublicBaseURLDerived() {
+		log.Warn("server.public_base_url is not set: clients are sent to " + cfg.Server.PublicBaseURL +
+			" for tokens; set it to the URL clients use to reach this mirror")
+	}
+
+	newServer := func(handler fasthttp.RequestHandler) *fasthttp.Server {
+		return &fasthttp.Server{
+			Handler:            handler,
+			Name:               "docxy",
+			ReadTimeout:        cfg.Server.ReadTimeout.Duration,
+			IdleTimeout:        cfg.Server.IdleTimeout.Duration,
+			MaxRequestBodySize: maxRequestBodySize,
+			ReadBufferSize:     16 << 10, // also the header size limit
+			CloseOnShutdown:    true,
+			Logger:             slogPrintf{log},
+		}
+	}
+	var servers []*fasthttp.Server
+	errc := make(chan error, 2)
+	if cfg.Server.TLSListen != "" {
+		cert, err := stdtls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("cannot load TLS certificate %s / key %s: %w", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)
+		}
+		ln, err := net.Listen("tcp", cfg.Server.TLSListen)
+		if err != nil {
+			return fmt.Errorf("cannot listen on server.tls_listen %s: %w", cfg.Server.TLSListen, err)
+		}
+		tlsLn := stdtls.NewListener(ln, &stdtls.Config{
+			Certificates: []stdtls.Certificate{cert},
+			MinVersion:   stdtls.VersionTLS12,
+			NextProtos:   []string{"http/1.1"},
+		})
+		s := newServer(h.ServeHTTP)
+		servers = append(servers, s)
+		log.Info("serving HTTPS", "addr", ln.Addr().String(), "public_base_url", cfg.Server.PublicBaseURL)
+		go func() { errc <- s.Serve(tlsLn) }()
+	}
+	if cfg.Server.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Server.Listen)
+		if err != nil {
+			return fmt.Errorf("cannot listen on server.listen %s: %w", cfg.Server.Listen, err)
+		}
+		handler := h.ServeHTTP
+		if cfg.Server.TLSListen != "" && !cfg.Server.BehindProxy {
+			handler = redirectToHTTPS(cfg.Server.PublicBaseURL)
+		}
+		s := newServer(handler)
+		servers = append(servers, s)
+		log.Info("serving HTTP", "addr", ln.Addr().String(), "public_base_url", cfg.Server.PublicBaseURL, "version", version)
+		go func() { errc <- s.Serve(ln) }()
+	}
+
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case err := <-errc:
+		return err
+	case sig := <-sigc:
+		log.Info("shutting down: no new connections; running transfers may finish",
+			"signal", sig.String(), "timeout", cfg.Server.ShutdownTimeout.Duration)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Duration)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.ShutdownWithContext(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			log.Warn("shutdown", "err", err)
+		}
+	}
+	return nil
+}
+
+// redirectToHTTPS answers plain-HTTP requests with a 301 to the HTTPS public URL, except /health,
+// which load balancers probe over plain HTTP.
+func redirectToHTTPS(publicBase string) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == proxy.PathHealth {
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"status":"ok"}`)
+			return
+		}
+		ctx.Redirect(publicBase+string(ctx.RequestURI()), fasthttp.StatusMovedPermanently)
+	}
+}
+
+// slogPrintf adapts slog to fasthttp's Logger.
+type slogPrintf struct{ l *slog.Logger }
+
+func (s slogPrintf) Printf(format string, args ...any) {
+	s.l.Debug(fmt.Sprintf(format, args...))
+}
+

@@ -1,0 +1,296 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/docxy/docxy/proxy/oci"
+	"github.com/docxy/docxy/proxy/upstream"
+	"github.com/valyala/bytebufferpool"
+	"github.com/valyala/fasthttp"
+)
+
+// HeaderXCache tells clients and logs whether the cache served a response: HIT, MISS or STALE.
+const HeaderXCache = "X-Cache"
+
+// maxBufferedBodySize caps the non-blob bodies docxy must buffer because the upstream sent them
+// without a Content-Length (clients need an exact length).
+const maxBufferedBodySize = 16 << 20
+
+var (
+	prefixV2      = []byte("/v2/")
+	segManifests  = []byte("/manifests/")
+	segBlobs      = []byte("/blobs/")
+	segReferrers  = []byte("/referrers/")
+	suffixTags    = []byte("/tags/list")
+	queryNS       = []byte("ns")
+	defaultAccept = []byte(oci.DefaultManifestAccept)
+)
+
+// forwardedBlobHeaders are the request headers a resumed or conditional download needs upstream
+// (Docker's and containerd's httpReadSeeker resume with Range; FIELD-NOTES P4).
+var forwardedBlobHeaders = []string{
+	fasthttp.HeaderRange, fasthttp.HeaderIfRange, fasthttp.HeaderIfMatch, fasthttp.HeaderIfNoneMatch,
+	fasthttp.HeaderIfModifiedSince, fasthttp.HeaderIfUnmodifiedSince,
+}
+
+// serveV2 serves GET and HEAD on /v2/<name>/{manifests,blobs,referrers}/<ref> and /v2/<name>/tags/list.
+// Names and references are validated here, so a malformed request never reaches the upstream.
+func (h *Handler) serveV2(ctx *fasthttp.RequestCtx) {
+	p := ctx.Path()
+	if !bytes.HasPrefix(p, prefixV2) {
+		serveNotFound(ctx)
+		return
+	}
+	name, kind, ref := oci.ParsePath(p[len(prefixV2):])
+	switch {
+	case kind == oci.KindInvalid:
+		serveNotFound(ctx)
+		return
+	case !oci.ValidName(name):
+		writeError(ctx, fasthttp.StatusBadRequest, bodyNameInvalid)
+		return
+	case kind == oci.KindManifest && !oci.ValidReference(ref):
+		if oci.IsDigest(ref) {
+			writeError(ctx, fasthttp.StatusBadRequest, bodyDigestInvalid)
+		} else {
+			writeError(ctx, fasthttp.StatusBadRequest, bodyReferenceInvalid)
+		}
+		return
+	case (kind == oci.KindBlob || kind == oci.KindReferrers) && !oci.ValidDigest(ref):
+		writeError(ctx, fasthttp.StatusBadRequest, bodyDigestInvalid)
+		return
+	}
+	reg, hostMatched := h.pick(ctx)
+	h.passThrough(ctx, reg, hostMatched, name, kind, ref)
+}
+
+// upstreamPath appends /v2/<upstream name>/<kind>/<ref> to dst.
+func upstreamPath(dst []byte, reg *upstream.Registry, name []byte, kind oci.Kind, ref []byte) []byte {
+	dst = append(dst, prefixV2...)
+	dst = reg.UpstreamName(dst, name)
+	switch kind {
+	case oci.KindManifest:
+		dst = append(dst, segManifests...)
+	case oci.KindBlob:
+		dst = append(dst, segBlobs...)
+	case oci.KindReferrers:
+		dst = append(dst, segReferrers...)
+	case oci.KindTags:
+		return append(dst, suffixTags...)
+	}
+	return append(dst, ref...)
+}
+
+// newUpstreamRequest builds the upstream request for a client request: same method, the path
+// with the upstream's name, the client's query minus our ?ns=, and only the headers the registry
+// protocol needs. Hop-by-hop headers are thus never forwarded.
+func newUpstreamRequest(ctx *fasthttp.RequestCtx, reg *upstream.Registry, name []byte, kind oci.Kind, ref []byte) *fasthttp.Request {
+	buf := bytebufferpool.Get()
+	buf.B = upstreamPath(buf.B, reg, name, kind, ref)
+	req := fasthttp.AcquireRequest()
+	var query []byte
+	if qa := ctx.QueryArgs(); qa.Len() > 0 {
+		args := fasthttp.AcquireArgs()
+		for k, v := range qa.All() {
+			if !bytes.Equal(k, queryNS) {
+				args.AddBytesKV(k, v)
+			}
+		}
+		if args.Len() > 0 {
+			query = args.AppendBytes(nil)
+		}
+		fasthttp.ReleaseArgs(args)
+	}
+	reg.SetRequestURI(req, buf.B, query)
+	bytebufferpool.Put(buf)
+	req.Header.SetMethodBytes(ctx.Method())
+	in := &ctx.Request.Header
+	if accept := in.Peek(fasthttp.HeaderAccept); len(accept) > 0 {
+		req.Header.SetBytesV(fasthttp.HeaderAccept, accept)
+	} else if kind == oci.KindManifest {
+		req.Header.SetBytesV(fasthttp.HeaderAccept, defaultAccept)
+	}
+	if auth := in.Peek(fasthttp.HeaderAuthorization); len(auth) > 0 {
+		req.Header.SetBytesV(fasthttp.HeaderAuthorization, auth)
+	}
+	for _, k := range forwardedBlobHeaders {
+		if v := in.Peek(k); len(v) > 0 {
+			req.Header.SetBytesV(k, v)
+		}
+	}
+	return req
+}
+
+// passThrough relays one request to the upstream and its answer to the client, uncached.
+func (h *Handler) passThrough(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, name []byte, kind oci.Kind, ref []byte) {
+	req := newUpstreamRequest(ctx, reg, name, kind, ref)
+	defer fasthttp.ReleaseRequest(req)
+	resp := fasthttp.AcquireResponse()
+	if err := h.do(reg, req, resp, kind); err != nil {
+		fasthttp.ReleaseResponse(resp)
+		h.log.Warn("upstream request failed", "registry", reg.Name, "path", string(ctx.Path()), "err", err)
+		writeUpstreamError(ctx, err)
+		return
+	}
+	if ctx.IsHead() && resp.StatusCode() == fasthttp.StatusOK && resp.Header.ContentLength() < 0 {
+		// The upstream omitted the length on HEAD; clients (Docker 29) need it, so ask with GET
+		// and close the body unread. HEAD stays the rule: GET on manifests spends pull quota.
+		fasthttp.ReleaseResponse(resp)
+		resp = fasthttp.AcquireResponse()
+		req.Header.SetMethod(fasthttp.MethodGet)
+		if err := h.do(reg, req, resp, kind); err != nil {
+			fasthttp.ReleaseResponse(resp)
+			writeUpstreamError(ctx, err)
+			return
+		}
+	}
+	h.relay(ctx, reg, hostMatched, kind, ref, resp)
+}
+
+// do sends req upstream; blob downloads follow redirects (Docker Hub's 307 to its CDN) server-side.
+func (h *Handler) do(reg *upstream.Registry, req *fasthttp.Request, resp *fasthttp.Response, kind oci.Kind) error {
+	if err := reg.Do(req, resp); err != nil {
+		return err
+	}
+	if kind == oci.KindBlob {
+		return reg.FollowRedirects(req, resp)
+	}
+	return nil
+}
+
+// relay writes the upstream response to the client and takes ownership of resp.
+func (h *Handler) relay(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, kind oci.Kind, ref []byte, resp *fasthttp.Response) {
+	status := resp.StatusCode()
+	ctx.SetStatusCode(status)
+	out := &ctx.Response.Header
+	copyResponseHeaders(out, &resp.Header)
+	if status == fasthttp.StatusUnauthorized {
+		h.rewriteChallenge(ctx, reg, hostMatched, resp.Header.Peek(fasthttp.HeaderWWWAuthenticate))
+	}
+	if kind == oci.KindBlob && (status == fasthttp.StatusOK || status == fasthttp.StatusPartialContent) {
+		if len(out.Peek(HeaderDockerContentDigest)) == 0 {
+			out.SetBytesV(HeaderDockerContentDigest, ref) // CDNs do not send it; the digest is the name
+		}
+		out.Set(fasthttp.HeaderAcceptRanges, "bytes")
+	}
+	size := resp.Header.ContentLength()
+	if ctx.IsHead() || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
+		if size >= 0 {
+			out.SetContentLength(size)
+		}
+		fasthttp.ReleaseResponse(resp)
+		return
+	}
+	if size >= 0 {
+		ctx.Response.SetBodyStream(acquireUpstreamBody(resp, int64(size)), size)
+		return
+	}
+	if kind == oci.KindBlob {
+		// Rare: a blob without Content-Length. Stream it chunked rather than buffer a layer.
+		ctx.Response.SetBodyStream(acquireUpstreamBody(resp, -1), -1)
+		return
+	}
+	body, err := readAtMost(resp.BodyStream(), maxBufferedBodySize)
+	fasthttp.ReleaseResponse(resp)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadGateway, bodyTooLarge)
+		return
+	}
+	ctx.SetBody(body)
+}
+
+// rewriteChallenge points an upstream 401's realm at the mirror, keeping its service and scope.
+func (h *Handler) rewriteChallenge(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, wa []byte) {
+	c, ok := upstream.ParseChallenge(string(wa))
+	if !ok {
+		known, err := reg.Challenge()
+		if err != nil {
+			return
+		}
+		c = known
+	}
+	if c.Scheme == "Bearer" {
+		c.Realm = h.realmBase(ctx, hostMatched) + PathToken
+	}
+	ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, c.String())
+}
+
+// HeaderDockerContentDigest carries the digest of the content served.
+const HeaderDockerContentDigest = "Docker-Content-Digest"
+
+// copyResponseHeaders copies the upstream headers a registry client uses. It is an allowlist:
+// hop-by-hop headers, cookies and server internals never reach the client.
+func copyResponseHeaders(dst, src *fasthttp.ResponseHeader) {
+	if ct := src.ContentType(); len(ct) > 0 {
+		dst.SetContentTypeBytes(ct)
+	}
+	for k, v := range src.All() {
+		switch string(k) {
+		case HeaderDockerContentDigest, "Etag", "Last-Modified", "Content-Range", "Content-Encoding",
+			"Link", "Retry-After", "Ratelimit-Limit", "Ratelimit-Remaining", "Docker-Ratelimit-Source",
+			"Oci-Subject", "Oci-Filters-Applied", "Cache-Control":
+			dst.SetBytesKV(k, v)
+		}
+	}
+}
+
+func readAtMost(r io.Reader, limit int64) ([]byte, error) {
+	if r == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, errors.New("proxy: upstream body too large")
+	}
+	return b, nil
+}
+
+// upstreamBody streams an upstream response body to the client and releases the response when
+// fasthttp closes it. A body that ends before its Content-Length is an error, never a clean EOF,
+// so the client connection is aborted instead of a short blob looking complete (FIELD-NOTES P7).
+type upstreamBody struct {
+	resp *fasthttp.Response
+	r    io.Reader
+	left int64 // bytes still expected, or -1 when unknown
+}
+
+var upstreamBodyPool = sync.Pool{New: func() any { return new(upstreamBody) }}
+
+func acquireUpstreamBody(resp *fasthttp.Response, size int64) *upstreamBody {
+	b := upstreamBodyPool.Get().(*upstreamBody)
+	b.resp, b.r, b.left = resp, resp.BodyStream(), size
+	return b
+}
+
+// Read implements io.Reader.
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	if b.left == 0 || b.r == nil {
+		return 0, io.EOF
+	}
+	if b.left > 0 && int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	if b.left > 0 {
+		b.left -= int64(n)
+		if err == io.EOF && b.left > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	return n, err
+}
+
+// Close implements io.Closer: it returns the upstream response (and its connection) to the pool.
+// It is forbidden to use b after Close.
+func (b *upstreamBody) Close() error {
+	fasthttp.ReleaseResponse(b.resp)
+	b.resp, b.r = nil, nil
+	upstreamBodyPool.Put(b)
+	return nil
+}

@@ -1,0 +1,274 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/docxy/docxy/config"
+	"github.com/docxy/docxy/proxy/upstream"
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+)
+
+// Route paths served by the mirror besides /v2/.
+const (
+	PathToken       = "/auth/token"
+	PathHealth      = "/health"
+	PathGenerate204 = "/generate_204"
+)
+
+// Handler serves the registry API for every configured upstream.
+// Build it with New; it is safe for concurrent use.
+type Handler struct {
+	registries  []*upstream.Registry
+	byHost      map[string]*upstream.Registry // configured host names (lowercase, with and without port)
+	byNS        map[string]*upstream.Registry // containerd's ?ns=: registry names and upstream hosts
+	def         *upstream.Registry
+	publicBase  string // scheme://host[:port], no trailing slash
+	behindProxy bool
+	log         *slog.Logger
+	accessLog   bool
+	version     string
+	started     time.Time
+	router      *router.Router
+}
+
+// Options carries what New needs besides the configuration.
+type Options struct {
+	// Version is reported by /health and in the upstream User-Agent.
+	Version string
+	// Logger receives errors and, when enabled in the configuration, access logs.
+	Logger *slog.Logger
+}
+
+// New builds the handler and one upstream.Registry per configured registry. It contacts no upstream.
+func New(cfg *config.Config, o Options) (*Handler, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{
+		byHost:      map[string]*upstream.Registry{},
+		byNS:        map[string]*upstream.Registry{},
+		publicBase:  cfg.Server.PublicBaseURL,
+		behindProxy: cfg.Server.BehindProxy,
+		log:         o.Logger,
+		accessLog:   cfg.Log.AccessLog != nil && *cfg.Log.AccessLog,
+		version:     o.Version,
+		started:     time.Now(),
+	}
+	for _, rc := range cfg.Registries {
+		reg, err := upstream.New(upstream.Options{
+			Name:          rc.Name,
+			URL:           rc.Upstream,
+			LibraryPrefix: rc.LibraryPrefix,
+			Username:      rc.Username,
+			Password:      rc.Password,
+			TokenRealm:    rc.TokenRealm,
+			TokenService:  rc.TokenService,
+			Timeout:       cfg.Server.UpstreamTimeout.Duration,
+			MaxConns:      cfg.Server.MaxConnsPerHost,
+			UserAgent:     "docxy/" + o.Version,
+		})
+		if err != nil {
+			return nil, err
+		}
+		h.registries = append(h.registries, reg)
+		for _, host := range rc.Hosts {
+			h.byHost[host] = reg
+		}
+		h.byNS[rc.Name] = reg
+		h.byNS[reg.Host] = reg
+		if reg.Host == "registry-1.docker.io" || reg.Host == "index.docker.io" {
+			h.byNS["docker.io"] = reg // containerd names Docker Hub "docker.io"
+		}
+		if rc.Default {
+			h.def = reg
+		}
+	}
+	if h.def == nil {
+		return nil, fmt.Errorf("proxy: no default registry: set default = true on one [[registry]]")
+	}
+	h.router = h.routes()
+	return h, nil
+}
+
+// Close releases pooled upstream connections.
+func (h *Handler) Close() {
+	for _, r := range h.registries {
+		r.Close()
+	}
+}
+
+func (h *Handler) routes() *router.Router {
+	r := router.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleOPTIONS = false
+	r.GET("/v2/", h.servePing)
+	r.HEAD("/v2/", h.servePing)
+	r.GET("/v2/{path:*}", h.serveV2)
+	r.HEAD("/v2/{path:*}", h.serveV2)
+	for _, m := range []string{fasthttp.MethodPost, fasthttp.MethodPut, fasthttp.MethodPatch, fasthttp.MethodDelete} {
+		r.Handle(m, "/v2/{path:*}", serveUnsupported)
+	}
+	r.GET(PathToken, h.serveToken)
+	r.POST(PathToken, h.serveToken)
+	r.GET(PathHealth, h.serveHealth)
+	r.HEAD(PathHealth, h.serveHealth)
+	r.GET(PathGenerate204, serve204)
+	r.HEAD(PathGenerate204, serve204)
+	r.NotFound = serveNotFound
+	r.MethodNotAllowed = serveUnsupported
+	return r
+}
+
+// ServeHTTP is the fasthttp.RequestHandler of the mirror.
+func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Header.Set("Docker-Distribution-Api-Version", "registry/2.0")
+	if !h.accessLog {
+		h.router.Handler(ctx)
+		return
+	}
+	start := time.Now()
+	h.router.Handler(ctx)
+	h.log.Info("request",
+		"method", string(ctx.Method()),
+		"path", string(ctx.Path()),
+		"status", ctx.Response.StatusCode(),
+		"remote", ctx.RemoteIP().String(),
+		"duration", time.Since(start),
+		"cache", string(ctx.Response.Header.Peek(HeaderXCache)),
+	)
+}
+
+// pick selects the registry for a request: by Host among the configured hosts, else by
+// containerd's ?ns= parameter, else the default. It also returns the base URL clients should use
+// for the token realm: the configured public_base_url, or the request's own host when that host is
+// configured — never an arbitrary Host header (CVE-2025-63761 in Docxy).
+func (h *Handler) pick(ctx *fasthttp.RequestCtx) (*upstream.Registry, bool) {
+	host := ctx.Host()
+	if len(host) > 0 && len(h.byHost) > 0 {
+		if r, ok := h.byHost[string(lowerASCII(host))]; ok {
+			return r, true
+		}
+		if i := bytes.LastIndexByte(host, ':'); i > 0 && !bytes.HasSuffix(host, []byte("]")) {
+			if r, ok := h.byHost[string(lowerASCII(host[:i]))]; ok {
+				return r, true
+			}
+		}
+	}
+	if ns := ctx.QueryArgs().Peek("ns"); len(ns) > 0 {
+		if r, ok := h.byNS[string(ns)]; ok {
+			return r, false
+		}
+	}
+	return h.def, false
+}
+
+// realmBase returns scheme://host for the token realm.
+func (h *Handler) realmBase(ctx *fasthttp.RequestCtx, hostMatched bool) string {
+	if !hostMatched {
+		return h.publicBase
+	}
+	scheme := "http"
+	if ctx.IsTLS() {
+		scheme = "https"
+	}
+	if h.behindProxy {
+		if p := ctx.Request.Header.Peek("X-Forwarded-Proto"); string(p) == "https" || string(p) == "http" {
+			scheme = string(p)
+		}
+	}
+	return scheme + "://" + string(ctx.Host())
+}
+
+// lowerASCII lowercases b in place when needed; Host headers are almost always lowercase already.
+func lowerASCII(b []byte) []byte {
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return b
+}
+
+// servePing answers GET /v2/. Without credentials it challenges the client to fetch a token from
+// the mirror itself; with credentials it checks them upstream, as docker login does.
+func (h *Handler) servePing(ctx *fasthttp.RequestCtx) {
+	reg, hostMatched := h.pick(ctx)
+	c, err := reg.Challenge()
+	if err != nil {
+		h.log.Warn("cannot discover upstream auth", "registry", reg.Name, "err", err)
+		writeUpstreamError(ctx, err)
+		return
+	}
+	if c.Scheme == "" {
+		ctx.SetContentTypeBytes(contentTypeJSON)
+		ctx.SetBodyString("{}")
+		return
+	}
+	if len(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)) == 0 {
+		h.challenge(ctx, reg, hostMatched, c)
+		return
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	reg.SetRequestURI(req, []byte("/v2/"), nil)
+	req.Header.SetBytesV(fasthttp.HeaderAuthorization, ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
+	if err := reg.Do(req, resp); err != nil {
+		writeUpstreamError(ctx, err)
+		return
+	}
+	_ = resp.CloseBodyStream()
+	if resp.StatusCode() == fasthttp.StatusUnauthorized {
+		h.challenge(ctx, reg, hostMatched, c)
+		return
+	}
+	ctx.SetStatusCode(resp.StatusCode())
+	ctx.SetContentTypeBytes(contentTypeJSON)
+	ctx.SetBodyString("{}")
+}
+
+// challenge answers 401 with a WWW-Authenticate whose realm is the mirror's own token endpoint.
+func (h *Handler) challenge(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, c upstream.Challenge) {
+	if c.Scheme == "Bearer" {
+		c.Realm = h.realmBase(ctx, hostMatched) + PathToken
+	}
+	ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, c.String())
+	writeError(ctx, fasthttp.StatusUnauthorized, bodyUnauthorized)
+}
+
+func (h *Handler) serveHealth(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentTypeBytes(contentTypeJSON)
+	fmt.Fprintf(ctx, `{"status":"ok","version":%q,"uptime_seconds":%d,"registries":%d}`,
+		h.version, int64(time.Since(h.started).Seconds()), len(h.registries))
+}
+
+func serve204(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }
+
+func serveNotFound(ctx *fasthttp.RequestCtx) {
+	writeError(ctx, fasthttp.StatusNotFound, bodyNotFound)
+}
+
+func serveUnsupported(ctx *fasthttp.RequestCtx) {
+	writeError(ctx, fasthttp.StatusMethodNotAllowed, bodyUnsupported)
+}
+
+// registryByService finds the registry whose token service is service, for token requests that
+// neither Host nor ?ns= routes (the realm is shared by every registry).
+func (h *Handler) registryByService(service string) *upstream.Registry {
+	if service == "" {
+		return nil
+	}
+	for _, r := range h.registries {
+		if c, ok := r.CachedChallenge(); ok && strings.EqualFold(c.Service, service) {
+			return r
+		}
+	}
+	return nil
+}
