@@ -64,6 +64,10 @@ func (h *Handler) serveV2(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	reg, hostMatched := h.pick(ctx)
+	if kind == oci.KindManifest && h.manifests != nil {
+		h.serveManifest(ctx, reg, hostMatched, name, ref)
+		return
+	}
 	h.passThrough(ctx, reg, hostMatched, name, kind, ref)
 }
 

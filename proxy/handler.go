@@ -10,6 +10,7 @@ import (
 	"github.com/docxy/docxy/config"
 	"github.com/docxy/docxy/proxy/upstream"
 	"github.com/fasthttp/router"
+	"golang.org/x/sync/singleflight"
 	"github.com/valyala/fasthttp"
 )
 
@@ -34,6 +35,9 @@ type Handler struct {
 	version     string
 	started     time.Time
 	router      *router.Router
+
+	manifests *manifestCache     // nil when the cache is disabled
+	flight    singleflight.Group // one upstream manifest fetch per key at a time
 }
 
 // Options carries what New needs besides the configuration.
@@ -90,6 +94,9 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 	}
 	if h.def == nil {
 		return nil, fmt.Errorf("proxy: no default registry: set default = true on one [[registry]]")
+	}
+	if !cfg.Cache.Disabled {
+		h.manifests = newManifestCache(cfg.Cache.ManifestTTL.Duration, DefaultManifestCacheBytes)
 	}
 	h.router = h.routes()
 	return h, nil

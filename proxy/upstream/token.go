@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"sync"
@@ -25,6 +26,10 @@ type TokenResponse struct {
 	AccessToken string `json:"access_token"`
 	ExpiresIn   int    `json:"expires_in"`
 }
+
+// ErrTokenDenied is returned when the token server refuses the mirror's own credentials a token
+// for a scope: the content is private to other accounts.
+var ErrTokenDenied = errors.New("upstream: the token server refused the mirror's credentials")
 
 type token struct {
 	value   string // "Bearer ..."
@@ -102,7 +107,11 @@ func (r *Registry) fetchToken(c Challenge, scope string) (token, error) {
 	if err := r.auth.Do(req, resp); err != nil {
 		return token{}, fmt.Errorf("cannot fetch token from %s: %w", u.Host, err)
 	}
-	if resp.StatusCode() != fasthttp.StatusOK {
+	switch resp.StatusCode() {
+	case fasthttp.StatusOK:
+	case fasthttp.StatusUnauthorized, fasthttp.StatusForbidden:
+		return token{}, fmt.Errorf("%w: status %d for scope %q", ErrTokenDenied, resp.StatusCode(), scope)
+	default:
 		return token{}, fmt.Errorf("token server %s answered status %d for scope %q", u.Host, resp.StatusCode(), scope)
 	}
 	var tr TokenResponse

@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"bytes"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultManifestCacheBytes caps the memory held by cached manifests. Manifests are small
+// (a few KiB; the spec caps them at 4 MiB), so this holds tens of thousands.
+const DefaultManifestCacheBytes = 64 << 20
+
+// manifest is a cached manifest, immutable once stored. body is nil for a tag entry learned from
+// a HEAD: the body then lives under the digest's own entry.
+type manifest struct {
+	body        []byte
+	contentType []byte
+	digest      []byte
+	etag        []byte
+	size        int
+	checked     atomic.Int64 // unix nanoseconds of the last upstream confirmation (tags)
+	key         string
+}
+
+func newManifest(key string, body, contentType, digest []byte, size int) *manifest {
+	m := &manifest{
+		body:        body,
+		contentType: append([]byte(nil), contentType...),
+		digest:      append([]byte(nil), digest...),
+		size:        size,
+		key:         key,
+	}
+	m.etag = append(append(append(make([]byte, 0, len(digest)+2), '"'), digest...), '"')
+	m.checked.Store(time.Now().UnixNano())
+	return m
+}
+
+func (m *manifest) fresh(ttl time.Duration, now time.Time) bool {
+	return now.UnixNano()-m.checked.Load() < int64(ttl)
+}
+
+// manifestCache holds manifests in memory: by digest forever (they are immutable), by tag with a
+// TTL after which the tag is revalidated upstream. Keys name the registry and repository, so a
+// purge by repository is exact, and tag keys include what the client's Accept allowed (P6).
+type manifestCache struct {
+	ttl      time.Duration
+	maxBytes int64
+
+	mu    sync.RWMutex // protects m, order and bytes
+	m     map[string]*manifest
+	order []string // insertion order, for eviction
+	bytes int64
+
+	hits, misses, stale atomic.Int64
+}
+
+func newManifestCache(ttl time.Duration, maxBytes int64) *manifestCache {
+	return &manifestCache{ttl: ttl, maxBytes: maxBytes, m: make(map[string]*manifest)}
+}
+
+// appendKey builds the cache key registry\x00repository\x00reference\x00acceptMask into dst.
+func appendManifestKey(dst []byte, registry string, repo, ref []byte, mask byte) []byte {
+	dst = append(dst, registry...)
+	dst = append(dst, 0)
+	dst = append(dst, repo...)
+	dst = append(dst, 0)
+	dst = append(dst, ref...)
+	return append(dst, 0, mask)
+}
+
+// get looks key up without allocating.
+func (c *manifestCache) get(key []byte) *manifest {
+	c.mu.RLock()
+	m := c.m[string(key)]
+	c.mu.RUnlock()
+	return m
+}
+
+func (c *manifestCache) put(m *manifest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[m.key]; ok {
+		c.bytes -= int64(len(old.body))
+	} else {
+		c.order = append(c.order, m.key)
+	}
+	c.m[m.key] = m
+	c.bytes += int64(len(m.body))
+	for c.bytes > c.maxBytes && len(c.order) > 0 {
+		k := c.order[0]
+		c.order = c.order[1:]
+		if old, ok := c.m[k]; ok {
+			c.bytes -= int64(len(old.body))
+			delete(c.m, k)
+		}
+	}
+	if cap(c.order) > 2*len(c.order)+1024 {
+		c.order = append([]string(nil), c.order...) // let the evicted prefix be collected
+	}
+}
+
+// purge removes the entries whose key starts with prefix and returns how many it removed.
+func (c *manifestCache) purge(prefix []byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for k, m := range c.m {
+		if bytes.HasPrefix([]byte(k), prefix) {
+			c.bytes -= int64(len(m.body))
+			delete(c.m, k)
+			n++
+		}
+	}
+	kept := c.order[:0]
+	for _, k := range c.order {
+		if _, ok := c.m[k]; ok {
+			kept = append(kept, k)
+		}
+	}
+	c.order = kept
+	return n
+}
+
+// stats returns the number of entries and the bytes of manifest bodies held.
+func (c *manifestCache) stats() (entries int, size int64) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.m), c.bytes
+}
+
+// Accept mask bits: which manifest media types the client accepts. Tag entries are keyed by the
+// mask so that a client asking only for Docker schema2 never gets a cached OCI index.
+const (
+	acceptOCIIndex byte = 1 << iota
+	acceptDockerList
+	acceptOCIManifest
+	acceptDockerManifest
+	acceptOther
+	acceptAll = acceptOCIIndex | acceptDockerList | acceptOCIManifest | acceptDockerManifest
+)
+
+var (
+	mtOCIIndex       = []byte("application/vnd.oci.image.index.v1+json")
+	mtDockerList     = []byte("application/vnd.docker.distribution.manifest.list.v2+json")
+	mtOCIManifest    = []byte("application/vnd.oci.image.manifest.v1+json")
+	mtDockerManifest = []byte("application/vnd.docker.distribution.manifest.v2+json")
+)
+
+// acceptMask summarises an Accept header; no header means docxy's default (all four types).
+func acceptMask(accept []byte) byte {
+	if len(accept) == 0 {
+		return acceptAll
+	}
+	var m byte
+	n := 0
+	if bytes.Contains(accept, mtOCIIndex) {
+		m |= acceptOCIIndex
+		n++
+	}
+	if bytes.Contains(accept, mtDockerList) {
+		m |= acceptDockerList
+		n++
+	}
+	if bytes.Contains(accept, mtOCIManifest) {
+		m |= acceptOCIManifest
+		n++
+	}
+	if bytes.Contains(accept, mtDockerManifest) {
+		m |= acceptDockerManifest
+		n++
+	}
+	if bytes.Count(accept, []byte(","))+1 > n {
+		m |= acceptOther // something else too (schema1, */*, artifacts): keep it apart
+	}
+	return m
+}
