@@ -43,7 +43,15 @@ type Config struct {
 	TLS        TLS        `toml:"tls"`
 	Cache      Cache      `toml:"cache"`
 	Log        Log        `toml:"log"`
+	Admin      Admin      `toml:"admin"`
 	Registries []Registry `toml:"registry"`
+}
+
+// Admin configures the operator endpoints under /admin/ (cache stats and purge).
+type Admin struct {
+	// Token enables /admin/ for requests with "Authorization: Bearer <token>". Empty (the
+	// default) turns the endpoints off: they answer 404.
+	Token string `toml:"token"`
 }
 
 // Server configures the listeners and what clients are told about them.

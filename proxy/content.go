@@ -68,6 +68,10 @@ func (h *Handler) serveV2(ctx *fasthttp.RequestCtx) {
 		h.serveManifest(ctx, reg, hostMatched, name, ref)
 		return
 	}
+	if kind == oci.KindBlob && h.blobs != nil {
+		h.serveBlob(ctx, reg, hostMatched, name, ref)
+		return
+	}
 	h.passThrough(ctx, reg, hostMatched, name, kind, ref)
 }
 

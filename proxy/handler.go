@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docxy/docxy/cache"
 	"github.com/docxy/docxy/config"
 	"github.com/docxy/docxy/proxy/upstream"
 	"github.com/fasthttp/router"
@@ -36,7 +37,9 @@ type Handler struct {
 	started     time.Time
 	router      *router.Router
 
-	manifests *manifestCache     // nil when the cache is disabled
+	manifests  *manifestCache     // nil when the cache is disabled
+	blobs      *cache.Store       // nil when the cache is disabled
+	adminToken string
 	flight    singleflight.Group // one upstream manifest fetch per key at a time
 }
 
@@ -97,7 +100,13 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 	}
 	if !cfg.Cache.Disabled {
 		h.manifests = newManifestCache(cfg.Cache.ManifestTTL.Duration, DefaultManifestCacheBytes)
+		store, err := cache.Open(cache.Config{Dir: cfg.Cache.Dir, MaxSize: int64(cfg.Cache.MaxSize)})
+		if err != nil {
+			return nil, fmt.Errorf("cannot open the cache in cache.dir %q: %w", cfg.Cache.Dir, err)
+		}
+		h.blobs = store
 	}
+	h.adminToken = cfg.Admin.Token
 	h.router = h.routes()
 	return h, nil
 }
@@ -127,6 +136,10 @@ func (h *Handler) routes() *router.Router {
 	r.HEAD(PathHealth, h.serveHealth)
 	r.GET(PathGenerate204, serve204)
 	r.HEAD(PathGenerate204, serve204)
+	if h.adminToken != "" {
+		r.GET(PathAdminCache, h.serveAdminCache)
+		r.DELETE(PathAdminCache, h.serveAdminCache)
+	}
 	r.NotFound = serveNotFound
 	r.MethodNotAllowed = serveUnsupported
 	return r

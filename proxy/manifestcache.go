@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,12 +107,33 @@ func (c *manifestCache) purge(prefix []byte) int {
 	defer c.mu.Unlock()
 	n := 0
 	for k, m := range c.m {
-		if bytes.HasPrefix([]byte(k), prefix) {
+		if strings.HasPrefix(k, string(prefix)) {
 			c.bytes -= int64(len(m.body))
 			delete(c.m, k)
 			n++
 		}
 	}
+	c.compactLocked()
+	return n
+}
+
+// purgeDigest removes every entry for the manifest digest, under any repository or tag.
+func (c *manifestCache) purgeDigest(digest []byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for k, m := range c.m {
+		if bytes.Equal(m.digest, digest) {
+			c.bytes -= int64(len(m.body))
+			delete(c.m, k)
+			n++
+		}
+	}
+	c.compactLocked()
+	return n
+}
+
+func (c *manifestCache) compactLocked() {
 	kept := c.order[:0]
 	for _, k := range c.order {
 		if _, ok := c.m[k]; ok {
@@ -119,7 +141,6 @@ func (c *manifestCache) purge(prefix []byte) int {
 		}
 	}
 	c.order = kept
-	return n
 }
 
 // stats returns the number of entries and the bytes of manifest bodies held.
