@@ -166,4 +166,3 @@ type slogPrintf struct{ l *slog.Logger }
 func (s slogPrintf) Printf(format string, args ...any) {
 	s.l.Debug(fmt.Sprintf(format, args...))
 }
-

@@ -14,27 +14,27 @@ import (
 
 // Defaults used when a key is absent from the file.
 const (
-	DefaultListen           = ":5000"
-	DefaultUpstreamTimeout  = 30 * time.Second
-	DefaultIdleTimeout      = 90 * time.Second
-	DefaultReadTimeout      = 30 * time.Second
-	DefaultShutdownTimeout  = 30 * time.Second
-	DefaultMaxConnsPerHost  = 512
-	DefaultMaxRedirects     = 5
-	DefaultDockerHubName    = "docker.io"
-	DefaultDockerHubURL     = "https://registry-1.docker.io"
-	DefaultCacheDir         = "docxy-cache"
-	DefaultCacheMaxSize     = 20 << 30
-	DefaultManifestTTL      = 5 * time.Minute
-	DefaultLogLevel         = "info"
-	DefaultLogFormat        = "text"
-	DefaultAdminPath        = "/admin"
-	envConfig               = "DOCXY_CONFIG"
-	envCertPath             = "DOCXY_CERT_PATH"
-	envKeyPath              = "DOCXY_KEY_PATH"
-	maxRegistryNameLength   = 64
-	defaultHTTPSPort        = "443"
-	defaultHTTPPort         = "80"
+	DefaultListen          = ":5000"
+	DefaultUpstreamTimeout = 30 * time.Second
+	DefaultIdleTimeout     = 90 * time.Second
+	DefaultReadTimeout     = 30 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultMaxConnsPerHost = 512
+	DefaultMaxRedirects    = 5
+	DefaultDockerHubName   = "docker.io"
+	DefaultDockerHubURL    = "https://registry-1.docker.io"
+	DefaultCacheDir        = "docxy-cache"
+	DefaultCacheMaxSize    = 20 << 30
+	DefaultManifestTTL     = 5 * time.Minute
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "text"
+	DefaultAdminPath       = "/admin"
+	envConfig              = "DOCXY_CONFIG"
+	envCertPath            = "DOCXY_CERT_PATH"
+	envKeyPath             = "DOCXY_KEY_PATH"
+	maxRegistryNameLength  = 64
+	defaultHTTPSPort       = "443"
+	defaultHTTPPort        = "80"
 )
 
 // Config is the whole configuration file.

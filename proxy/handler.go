@@ -11,8 +11,8 @@ import (
 	"github.com/docxy/docxy/config"
 	"github.com/docxy/docxy/proxy/upstream"
 	"github.com/fasthttp/router"
-	"golang.org/x/sync/singleflight"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/singleflight"
 )
 
 // Route paths served by the mirror besides /v2/.
@@ -37,10 +37,10 @@ type Handler struct {
 	started     time.Time
 	router      *router.Router
 
-	manifests  *manifestCache     // nil when the cache is disabled
-	blobs      *cache.Store       // nil when the cache is disabled
+	manifests  *manifestCache // nil when the cache is disabled
+	blobs      *cache.Store   // nil when the cache is disabled
 	adminToken string
-	flight    singleflight.Group // one upstream manifest fetch per key at a time
+	flight     singleflight.Group // one upstream manifest fetch per key at a time
 }
 
 // Options carries what New needs besides the configuration.

@@ -33,7 +33,9 @@ var errNotShareable = errors.New("proxy: content is not available to the mirror'
 // upstreamStatusError is an upstream answer that stale content may hide: 429 or 5xx.
 type upstreamStatusError struct{ status int }
 
-func (e *upstreamStatusError) Error() string { return fmt.Sprintf("upstream answered status %d", e.status) }
+func (e *upstreamStatusError) Error() string {
+	return fmt.Sprintf("upstream answered status %d", e.status)
+}
 
 // serveManifest serves a manifest from the cache when it can: by digest always, by tag while the
 // entry is fresh, after a HEAD revalidation when it is not, and stale when the upstream fails.
