@@ -16,6 +16,7 @@ import (
 
 	"github.com/docxy/docxy/config"
 	"github.com/docxy/docxy/proxy"
+	docxytls "github.com/docxy/docxy/tls"
 	"github.com/valyala/fasthttp"
 )
 
@@ -94,24 +95,38 @@ func run(cfg *config.Config) error {
 	}
 	var servers []*fasthttp.Server
 	errc := make(chan error, 2)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var reloader *docxytls.Reloader
+	var acme *docxytls.ACME
 	if cfg.Server.TLSListen != "" {
-		cert, err := stdtls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		if err != nil {
-			return fmt.Errorf("cannot load TLS certificate %s / key %s: %w", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)
+		var tlsConfig *stdtls.Config
+		if cfg.TLS.ACME.Enabled() {
+			a := cfg.TLS.ACME
+			acme, err = docxytls.NewACME(docxytls.ACMEConfig{Email: a.Email, Domains: a.Domains, CacheDir: a.CacheDir,
+				DirectoryURL: a.DirectoryURL, CARootFile: a.CARootFile})
+			if err != nil {
+				return err
+			}
+			tlsConfig = acme.TLSConfig()
+		} else {
+			reloader, err = docxytls.NewReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			if err != nil {
+				return err
+			}
+			tlsConfig = docxytls.ServerConfig(reloader.GetCertificate)
+			go reloader.Watch(ctx, docxytls.DefaultWatchInterval, func(format string, args ...any) {
+				log.Info(fmt.Sprintf(format, args...))
+			})
 		}
 		ln, err := net.Listen("tcp", cfg.Server.TLSListen)
 		if err != nil {
 			return fmt.Errorf("cannot listen on server.tls_listen %s: %w", cfg.Server.TLSListen, err)
 		}
-		tlsLn := stdtls.NewListener(ln, &stdtls.Config{
-			Certificates: []stdtls.Certificate{cert},
-			MinVersion:   stdtls.VersionTLS12,
-			NextProtos:   []string{"http/1.1"},
-		})
 		s := newServer(h.ServeHTTP)
 		servers = append(servers, s)
 		log.Info("serving HTTPS", "addr", ln.Addr().String(), "public_base_url", cfg.Server.PublicBaseURL)
-		go func() { errc <- s.Serve(tlsLn) }()
+		go func() { errc <- s.Serve(stdtls.NewListener(ln, tlsConfig)) }()
 	}
 	if cfg.Server.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Server.Listen)
@@ -122,6 +137,9 @@ func run(cfg *config.Config) error {
 		if cfg.Server.TLSListen != "" && !cfg.Server.BehindProxy {
 			handler = redirectToHTTPS(cfg.Server.PublicBaseURL)
 		}
+		if acme != nil {
+			handler = serveACMEChallenges(acme, handler)
+		}
 		s := newServer(handler)
 		servers = append(servers, s)
 		log.Info("serving HTTP", "addr", ln.Addr().String(), "public_base_url", cfg.Server.PublicBaseURL, "version", version)
@@ -129,22 +147,51 @@ func run(cfg *config.Config) error {
 	}
 
 	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case err := <-errc:
-		return err
-	case sig := <-sigc:
-		log.Info("shutting down: no new connections; running transfers may finish",
-			"signal", sig.String(), "timeout", cfg.Server.ShutdownTimeout.Duration)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case sig := <-sigc:
+			if sig == syscall.SIGHUP {
+				if reloader != nil {
+					if err := reloader.Reload(); err != nil {
+						log.Error("SIGHUP: keeping the current certificate", "err", err)
+					} else {
+						log.Info("SIGHUP: certificate reloaded", "not_after", reloader.Leaf().NotAfter)
+					}
+				}
+				continue
+			}
+			log.Info("shutting down: no new connections; running transfers may finish",
+				"signal", sig.String(), "timeout", cfg.Server.ShutdownTimeout.Duration)
+		}
+		break
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Duration)
+	stop()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Duration)
 	defer cancel()
 	for _, s := range servers {
-		if err := s.ShutdownWithContext(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if err := s.ShutdownWithContext(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			log.Warn("shutdown", "err", err)
 		}
 	}
 	return nil
+}
+
+// serveACMEChallenges answers HTTP-01 challenges on the plain listener before anything else.
+func serveACMEChallenges(acme *docxytls.ACME, next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	const prefix = "/.well-known/acme-challenge/"
+	return func(ctx *fasthttp.RequestCtx) {
+		if p := ctx.Path(); len(p) > len(prefix) && string(p[:len(prefix)]) == prefix {
+			if body, ok := acme.HTTPChallengeResponse(string(ctx.Host()), string(p)); ok {
+				ctx.SetContentType("text/plain")
+				ctx.SetBody(body)
+				return
+			}
+		}
+		next(ctx)
+	}
 }
 
 // redirectToHTTPS answers plain-HTTP requests with a 301 to the HTTPS public URL, except /health,

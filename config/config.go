@@ -14,27 +14,29 @@ import (
 
 // Defaults used when a key is absent from the file.
 const (
-	DefaultListen          = ":5000"
-	DefaultUpstreamTimeout = 30 * time.Second
-	DefaultIdleTimeout     = 90 * time.Second
-	DefaultReadTimeout     = 30 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultMaxConnsPerHost = 512
-	DefaultMaxRedirects    = 5
-	DefaultDockerHubName   = "docker.io"
-	DefaultDockerHubURL    = "https://registry-1.docker.io"
-	DefaultCacheDir        = "docxy-cache"
-	DefaultCacheMaxSize    = 20 << 30
-	DefaultManifestTTL     = 5 * time.Minute
-	DefaultLogLevel        = "info"
-	DefaultLogFormat       = "text"
-	DefaultAdminPath       = "/admin"
-	envConfig              = "DOCXY_CONFIG"
-	envCertPath            = "DOCXY_CERT_PATH"
-	envKeyPath             = "DOCXY_KEY_PATH"
-	maxRegistryNameLength  = 64
-	defaultHTTPSPort       = "443"
-	defaultHTTPPort        = "80"
+	DefaultListen           = ":5000"
+	DefaultUpstreamTimeout  = 30 * time.Second
+	DefaultIdleTimeout      = 90 * time.Second
+	DefaultReadTimeout      = 30 * time.Second
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultMaxConnsPerHost  = 512
+	DefaultMaxRedirects     = 5
+	DefaultDockerHubName    = "docker.io"
+	DefaultDockerHubURL     = "https://registry-1.docker.io"
+	DefaultCacheDir         = "docxy-cache"
+	DefaultCacheMaxSize     = 20 << 30
+	DefaultManifestTTL      = 5 * time.Minute
+	DefaultLogLevel         = "info"
+	DefaultLogFormat        = "text"
+	DefaultACMECacheDir     = "docxy-acme"
+	DefaultACMEDirectoryURL = "https://acme-v02.api.letsencrypt.org/directory"
+	DefaultAdminPath        = "/admin"
+	envConfig               = "DOCXY_CONFIG"
+	envCertPath             = "DOCXY_CERT_PATH"
+	envKeyPath              = "DOCXY_KEY_PATH"
+	maxRegistryNameLength   = 64
+	defaultHTTPSPort        = "443"
+	defaultHTTPPort         = "80"
 )
 
 // Config is the whole configuration file.
@@ -83,10 +85,31 @@ type Server struct {
 
 // TLS configures the certificate served on Server.TLSListen.
 // DOCXY_CERT_PATH and DOCXY_KEY_PATH override CertFile and KeyFile.
+// The files are re-read when they change on disk (checked every minute) and on SIGHUP.
 type TLS struct {
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
+	// ACME obtains and renews certificates by itself instead of cert_file/key_file.
+	ACME ACME `toml:"acme"`
 }
+
+// ACME configures automatic certificates (Let's Encrypt or any RFC 8555 CA) by TLS-ALPN-01 on
+// tls_listen, or HTTP-01 on listen (which must then be reachable on port 80).
+type ACME struct {
+	// Email is the account contact the CA writes to about expiring certificates.
+	Email string `toml:"email"`
+	// Domains are the names to get certificates for; ACME is off when empty.
+	Domains []string `toml:"domains"`
+	// CacheDir keeps the account key and certificates across restarts. Default "docxy-acme".
+	CacheDir string `toml:"cache_dir"`
+	// DirectoryURL is the CA's directory. Default Let's Encrypt production.
+	DirectoryURL string `toml:"directory_url"`
+	// CARootFile is a PEM bundle to trust for the CA's own HTTPS endpoint (a test CA such as Pebble).
+	CARootFile string `toml:"ca_root_file"`
+}
+
+// Enabled reports whether ACME is configured.
+func (a *ACME) Enabled() bool { return len(a.Domains) > 0 }
 
 // Cache configures the local content-addressed cache.
 type Cache struct {
@@ -190,6 +213,14 @@ func (c *Config) applyDefaults() {
 	if v := os.Getenv(envKeyPath); v != "" {
 		c.TLS.KeyFile = v
 	}
+	if c.TLS.ACME.Enabled() {
+		if c.TLS.ACME.CacheDir == "" {
+			c.TLS.ACME.CacheDir = DefaultACMECacheDir
+		}
+		if c.TLS.ACME.DirectoryURL == "" {
+			c.TLS.ACME.DirectoryURL = DefaultACMEDirectoryURL
+		}
+	}
 	if c.Cache.Dir == "" {
 		c.Cache.Dir = DefaultCacheDir
 	}
@@ -258,8 +289,14 @@ func (c *Config) Validate() error {
 	if s.MaxConnsPerHost < 0 {
 		return errors.New("server.max_conns_per_host: must be positive")
 	}
-	if s.TLSListen != "" && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
-		return errors.New("tls.cert_file and tls.key_file (or DOCXY_CERT_PATH and DOCXY_KEY_PATH) are required when server.tls_listen is set")
+	if s.TLSListen != "" && !c.TLS.ACME.Enabled() && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		return errors.New("tls.cert_file and tls.key_file (or DOCXY_CERT_PATH and DOCXY_KEY_PATH), or tls.acme.domains, are required when server.tls_listen is set")
+	}
+	if c.TLS.ACME.Enabled() && s.TLSListen == "" {
+		return errors.New("tls.acme: server.tls_listen must be set to serve the certificates ACME obtains")
+	}
+	if c.TLS.ACME.Enabled() && c.TLS.CertFile != "" {
+		return errors.New("tls: set either cert_file/key_file or acme.domains, not both")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("tls.cert_file and tls.key_file must be set together")
