@@ -28,6 +28,8 @@ const (
 	DefaultManifestTTL      = 5 * time.Minute
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "text"
+	DefaultS3Region         = "us-east-1"
+	DefaultS3Prefix         = "docxy/"
 	DefaultACMECacheDir     = "docxy-acme"
 	DefaultACMEDirectoryURL = "https://acme-v02.api.letsencrypt.org/directory"
 	DefaultAdminPath        = "/admin"
@@ -122,7 +124,32 @@ type Cache struct {
 	// ManifestTTL is how long a manifest fetched by tag is served before it is revalidated
 	// upstream with a HEAD. Manifests by digest never expire. Default 5m.
 	ManifestTTL Duration `toml:"manifest_ttl"`
+	// S3 adds a cache tier shared by several replicas on S3-compatible storage.
+	S3 S3 `toml:"s3"`
 }
+
+// S3 configures the shared cache tier. Each replica keeps its own disk cache (cache.dir); on a
+// local miss it looks in the bucket before going upstream, and what it downloads from upstream it
+// uploads to the bucket. Off unless bucket is set.
+type S3 struct {
+	// Endpoint is host[:port], e.g. "s3.amazonaws.com", "<account>.r2.cloudflarestorage.com".
+	Endpoint string `toml:"endpoint"`
+	Bucket   string `toml:"bucket"`
+	// Region defaults to us-east-1.
+	Region string `toml:"region"`
+	// AccessKey and SecretKey; empty means the environment (AWS_ACCESS_KEY_ID, ...).
+	AccessKey string `toml:"access_key"`
+	SecretKey string `toml:"secret_key"`
+	// Prefix is prepended to every object key. Default "docxy/".
+	Prefix string `toml:"prefix"`
+	// Insecure uses plain HTTP to the endpoint.
+	Insecure bool `toml:"insecure"`
+	// PathStyle addresses the bucket in the path (MinIO, Ceph, versitygw) rather than the host name.
+	PathStyle bool `toml:"path_style"`
+}
+
+// Enabled reports whether the shared tier is configured.
+func (s *S3) Enabled() bool { return s.Bucket != "" }
 
 // Log configures logging.
 type Log struct {
@@ -228,6 +255,12 @@ func (c *Config) applyDefaults() {
 		c.Cache.MaxSize = DefaultCacheMaxSize
 	}
 	setDuration(&c.Cache.ManifestTTL, DefaultManifestTTL)
+	if c.Cache.S3.Region == "" {
+		c.Cache.S3.Region = DefaultS3Region
+	}
+	if c.Cache.S3.Prefix == "" {
+		c.Cache.S3.Prefix = DefaultS3Prefix
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
 	}
@@ -300,6 +333,12 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("tls.cert_file and tls.key_file must be set together")
+	}
+	if c.Cache.S3.Enabled() && c.Cache.S3.Endpoint == "" {
+		return errors.New("cache.s3.endpoint: must be set when cache.s3.bucket is")
+	}
+	if c.Cache.S3.Enabled() && c.Cache.Disabled {
+		return errors.New("cache.s3: the shared tier needs the local cache (cache.disabled = false)")
 	}
 	if c.Cache.MaxSize < 0 {
 		return errors.New("cache.max_size: must be positive")
