@@ -176,6 +176,11 @@ type Registry struct {
 	// Username and Password are the mirror's own upstream account, used when the client sends none.
 	Username string `toml:"username"`
 	Password string `toml:"password"`
+	// Allow and Deny are repository patterns checked before any upstream call ("library/*" matches
+	// one segment, "myorg/**" any depth), against the upstream name (with library/ added). A name
+	// matching a deny pattern, or no allow pattern when allow is set, gets 403 DENIED.
+	Allow []string `toml:"allow"`
+	Deny  []string `toml:"deny"`
 	// TokenRealm and TokenService override what the upstream's /v2/ challenge says.
 	TokenRealm   string `toml:"token_realm"`
 	TokenService string `toml:"token_service"`

@@ -64,6 +64,20 @@ func (h *Handler) serveV2(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	reg, hostMatched := h.pick(ctx)
+	if rules := h.rules[reg]; rules != nil {
+		buf := bytebufferpool.Get()
+		buf.B = reg.UpstreamName(buf.B[:0], name)
+		rule := rules.Check(buf.B)
+		if rule != "" {
+			h.log.Info("pull denied", "registry", reg.Name, "repository", string(buf.B), "rule", rule)
+			writeError(ctx, fasthttp.StatusForbidden, oci.ErrorBody(oci.ErrorCodeDenied,
+				"repository "+string(buf.B)+" may not be pulled through this mirror ("+rule+")"))
+		}
+		bytebufferpool.Put(buf)
+		if rule != "" {
+			return
+		}
+	}
 	if kind == oci.KindManifest && h.manifests != nil {
 		h.serveManifest(ctx, reg, hostMatched, name, ref)
 		return

@@ -9,6 +9,7 @@ import (
 
 	"github.com/docxy/docxy/cache"
 	"github.com/docxy/docxy/config"
+	"github.com/docxy/docxy/proxy/access"
 	"github.com/docxy/docxy/proxy/upstream"
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
@@ -40,7 +41,8 @@ type Handler struct {
 	manifests  *manifestCache // nil when the cache is disabled
 	blobs      *cache.Store   // nil when the cache is disabled
 	adminToken string
-	flight     singleflight.Group // one upstream manifest fetch per key at a time
+	rules      map[*upstream.Registry]*access.Rules // registries with allow/deny lists
+	flight     singleflight.Group                   // one upstream manifest fetch per key at a time
 }
 
 // Options carries what New needs besides the configuration.
@@ -83,6 +85,16 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 			return nil, err
 		}
 		h.registries = append(h.registries, reg)
+		rules, err := access.Compile(rc.Allow, rc.Deny)
+		if err != nil {
+			return nil, fmt.Errorf("registry %q: %w", rc.Name, err)
+		}
+		if !rules.Empty() {
+			if h.rules == nil {
+				h.rules = map[*upstream.Registry]*access.Rules{}
+			}
+			h.rules[reg] = rules
+		}
 		for _, host := range rc.Hosts {
 			h.byHost[host] = reg
 		}

@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/docxy/docxy/config"
+	"github.com/valyala/fasthttp"
+)
+
+// TestAccessRulesDenyBeforeUpstream checks that a denied repository gets 403 DENIED naming the
+// rule, without any upstream call (the upstream address is unroutable on purpose).
+func TestAccessRulesDenyBeforeUpstream(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+[cache]
+disabled = true
+[[registry]]
+name = "hub"
+upstream = "http://127.0.0.1:1"
+library_prefix = true
+allow = ["library/*", "myorg/**"]
+deny = ["myorg/secret/**"]
+`), "test")
+	if err != nil {
+		t.Fatalf("cannot parse config: %s", err)
+	}
+	h, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatalf("cannot build handler: %s", err)
+	}
+	f := func(path string, wantStatus int, wantInBody string) {
+		t.Helper()
+		var ctx fasthttp.RequestCtx
+		ctx.Request.SetRequestURI(path)
+		h.ServeHTTP(&ctx)
+		if got := ctx.Response.StatusCode(); got != wantStatus {
+			t.Fatalf("unexpected status for %s: got %d; want %d (body %s)", path, got, wantStatus, ctx.Response.Body())
+		}
+		if !strings.Contains(string(ctx.Response.Body()), wantInBody) {
+			t.Fatalf("unexpected body for %s: got %s; want it to contain %q", path, ctx.Response.Body(), wantInBody)
+		}
+	}
+	f("/v2/evil/app/manifests/latest", 403, `"code":"DENIED"`)
+	f("/v2/evil/app/manifests/latest", 403, "not in the allow list")
+	f("/v2/myorg/secret/x/blobs/sha256:"+strings.Repeat("a", 64), 403, "deny myorg/secret/**")
+	f("/v2/library/a/b/manifests/v1", 403, "library/a/b")
+	// Allowed names go upstream: here an unreachable one, hence 502 and not 403.
+	f("/v2/nginx/manifests/latest", 502, `"code":"UNAVAILABLE"`)
+	f("/v2/myorg/team/app/manifests/latest", 502, `"code":"UNAVAILABLE"`)
+}
