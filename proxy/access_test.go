@@ -48,3 +48,42 @@ deny = ["myorg/secret/**"]
 	f("/v2/nginx/manifests/latest", 502, `"code":"UNAVAILABLE"`)
 	f("/v2/myorg/team/app/manifests/latest", 502, `"code":"UNAVAILABLE"`)
 }
+
+func TestMetricsMoveWithRequests(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+[cache]
+disabled = true
+[[registry]]
+name = "hub"
+upstream = "http://127.0.0.1:1"
+deny = ["blocked/**"]
+`), "test")
+	if err != nil {
+		t.Fatalf("cannot parse config: %s", err)
+	}
+	h, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatalf("cannot build handler: %s", err)
+	}
+	get := func(path string) *fasthttp.RequestCtx {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.SetRequestURI(path)
+		h.ServeHTTP(&ctx)
+		return &ctx
+	}
+	get("/v2/blocked/x/manifests/latest")
+	get("/v2/blocked/x/manifests/latest")
+	get("/v2/open/x/blobs/sha256:" + strings.Repeat("b", 64))
+	body := string(get("/metrics").Response.Body())
+	for _, want := range []string{
+		`docxy_requests_total{registry="hub",route="manifest",code="403"} 2`,
+		`docxy_requests_total{registry="hub",route="blob",code="502"} 1`,
+		`docxy_upstream_errors_total{registry="hub"} 1`,
+		`docxy_upstream_ratelimit_remaining{registry="hub"} -1`,
+		`process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("metrics lack %q:\n%s", want, body)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/docxy/docxy/proxy/oci"
 	"github.com/docxy/docxy/proxy/upstream"
@@ -174,7 +175,10 @@ func (h *Handler) passThrough(ctx *fasthttp.RequestCtx, reg *upstream.Registry, 
 
 // do sends req upstream; blob downloads follow redirects (Docker Hub's 307 to its CDN) server-side.
 func (h *Handler) do(reg *upstream.Registry, req *fasthttp.Request, resp *fasthttp.Response, kind oci.Kind) error {
-	if err := reg.Do(req, resp); err != nil {
+	start := time.Now()
+	err := reg.Do(req, resp)
+	h.metrics.observeUpstream(reg, start, resp, err)
+	if err != nil {
 		return err
 	}
 	if kind == oci.KindBlob {

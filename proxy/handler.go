@@ -42,7 +42,8 @@ type Handler struct {
 	blobs      *cache.Store   // nil when the cache is disabled
 	adminToken string
 	rules      map[*upstream.Registry]*access.Rules // registries with allow/deny lists
-	flight     singleflight.Group                   // one upstream manifest fetch per key at a time
+	metrics    *handlerMetrics
+	flight     singleflight.Group // one upstream manifest fetch per key at a time
 }
 
 // Options carries what New needs besides the configuration.
@@ -119,6 +120,7 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 		h.blobs = store
 	}
 	h.adminToken = cfg.Admin.Token
+	h.metrics = newHandlerMetrics(h)
 	h.router = h.routes()
 	return h, nil
 }
@@ -146,6 +148,7 @@ func (h *Handler) routes() *router.Router {
 	r.POST(PathToken, h.serveToken)
 	r.GET(PathHealth, h.serveHealth)
 	r.HEAD(PathHealth, h.serveHealth)
+	r.GET(PathMetrics, h.serveMetrics)
 	r.GET(PathGenerate204, serve204)
 	r.HEAD(PathGenerate204, serve204)
 	if h.adminToken != "" {
@@ -162,11 +165,16 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Docker-Distribution-Api-Version", "registry/2.0")
 	if !h.accessLog {
 		h.router.Handler(ctx)
+		reg, _ := h.pick(ctx)
+		h.metrics.observe(ctx, reg)
 		return
 	}
 	start := time.Now()
 	h.router.Handler(ctx)
+	reg, _ := h.pick(ctx)
+	h.metrics.observe(ctx, reg)
 	h.log.Info("request",
+		"registry", reg.Name,
 		"method", string(ctx.Method()),
 		"path", string(ctx.Path()),
 		"status", ctx.Response.StatusCode(),

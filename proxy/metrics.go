@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/docxy/docxy/proxy/oci"
+	"github.com/docxy/docxy/proxy/upstream"
+	"github.com/valyala/fasthttp"
+)
+
+// PathMetrics serves Prometheus metrics.
+const PathMetrics = "/metrics"
+
+// Route labels of docxy_requests_total.
+const (
+	routePing = iota
+	routeManifest
+	routeBlob
+	routeTags
+	routeReferrers
+	routeToken
+	routeOther
+	numRoutes
+)
+
+var routeNames = [numRoutes]string{"ping", "manifest", "blob", "tags", "referrers", "token", "other"}
+
+// trackedCodes get their own label value; anything else is counted as code="other".
+var trackedCodes = []int{200, 204, 206, 301, 304, 400, 401, 403, 404, 405, 416, 429, 500, 502, 503, 504}
+
+// registryMetrics are one registry's pre-registered series, so that the request path only indexes
+// arrays: no label formatting, no map lookups (VictoriaMetrics' habit).
+type registryMetrics struct {
+	requests        [numRoutes][]*metrics.Counter // by route, then by index in trackedCodes (+1 for other)
+	bytesSent       [numRoutes]*metrics.Counter
+	upstreamLatency *metrics.Histogram
+	upstreamErrors  *metrics.Counter
+	rateRemaining   atomic.Int64 // last ratelimit-remaining seen upstream, -1 until then
+}
+
+type handlerMetrics struct {
+	set   *metrics.Set
+	byReg map[*upstream.Registry]*registryMetrics
+}
+
+func newHandlerMetrics(h *Handler) *handlerMetrics {
+	m := &handlerMetrics{set: metrics.NewSet(), byReg: map[*upstream.Registry]*registryMetrics{}}
+	for _, reg := range h.registries {
+		rm := &registryMetrics{}
+		rm.rateRemaining.Store(-1)
+		for route := range numRoutes {
+			for _, code := range trackedCodes {
+				rm.requests[route] = append(rm.requests[route], m.set.NewCounter(fmt.Sprintf(
+					`docxy_requests_total{registry=%q,route=%q,code="%d"}`, reg.Name, routeNames[route], code)))
+			}
+			rm.requests[route] = append(rm.requests[route], m.set.NewCounter(fmt.Sprintf(
+				`docxy_requests_total{registry=%q,route=%q,code="other"}`, reg.Name, routeNames[route])))
+			rm.bytesSent[route] = m.set.NewCounter(fmt.Sprintf(`docxy_response_bytes_total{registry=%q,route=%q}`, reg.Name, routeNames[route]))
+		}
+		rm.upstreamLatency = m.set.NewHistogram(fmt.Sprintf(`docxy_upstream_response_seconds{registry=%q}`, reg.Name))
+		rm.upstreamErrors = m.set.NewCounter(fmt.Sprintf(`docxy_upstream_errors_total{registry=%q}`, reg.Name))
+		m.set.NewGauge(fmt.Sprintf(`docxy_upstream_ratelimit_remaining{registry=%q}`, reg.Name), func() float64 {
+			return float64(rm.rateRemaining.Load())
+		})
+		m.byReg[reg] = rm
+	}
+	stat := func(f func(CacheStats) float64) func() float64 { return func() float64 { return f(h.Stats()) } }
+	m.set.NewGauge(`docxy_cache_bytes{kind="blob"}`, stat(func(s CacheStats) float64 { return float64(s.Blobs.Bytes) }))
+	m.set.NewGauge(`docxy_cache_bytes{kind="manifest"}`, stat(func(s CacheStats) float64 { return float64(s.Manifests.Bytes) }))
+	m.set.NewGauge(`docxy_cache_entries{kind="blob"}`, stat(func(s CacheStats) float64 { return float64(s.Blobs.Entries) }))
+	m.set.NewGauge(`docxy_cache_entries{kind="manifest"}`, stat(func(s CacheStats) float64 { return float64(s.Manifests.Entries) }))
+	m.set.NewGauge(`docxy_cache_requests_total{kind="blob",result="hit"}`, stat(func(s CacheStats) float64 { return float64(s.Blobs.Hits) }))
+	m.set.NewGauge(`docxy_cache_requests_total{kind="blob",result="miss"}`, stat(func(s CacheStats) float64 { return float64(s.Blobs.Misses) }))
+	m.set.NewGauge(`docxy_cache_requests_total{kind="manifest",result="hit"}`, stat(func(s CacheStats) float64 { return float64(s.Manifests.Hits) }))
+	m.set.NewGauge(`docxy_cache_requests_total{kind="manifest",result="miss"}`, stat(func(s CacheStats) float64 { return float64(s.Manifests.Misses) }))
+	m.set.NewGauge(`docxy_cache_requests_total{kind="manifest",result="stale"}`, stat(func(s CacheStats) float64 { return float64(s.Manifests.Stale) }))
+	m.set.NewGauge(`docxy_cache_evictions_total`, stat(func(s CacheStats) float64 { return float64(s.Blobs.Evictions) }))
+	m.set.NewGauge(`docxy_inflight_downloads`, stat(func(s CacheStats) float64 { return float64(s.Blobs.InFlight) }))
+	m.set.NewGauge(`docxy_uptime_seconds`, func() float64 { return time.Since(h.started).Seconds() })
+	return m
+}
+
+// observe counts a finished request: by registry, route and status, and the body bytes declared.
+func (m *handlerMetrics) observe(ctx *fasthttp.RequestCtx, reg *upstream.Registry) {
+	rm := m.byReg[reg]
+	if rm == nil {
+		return
+	}
+	route := routeOf(ctx.Path())
+	status := ctx.Response.StatusCode()
+	i := len(trackedCodes)
+	for j, c := range trackedCodes {
+		if c == status {
+			i = j
+			break
+		}
+	}
+	rm.requests[route][i].Inc()
+	if n := ctx.Response.Header.ContentLength(); n > 0 && !ctx.IsHead() {
+		rm.bytesSent[route].Add(n)
+	}
+}
+
+// observeUpstream records how long the upstream took to answer and the Docker Hub quota it reports
+// (ratelimit-remaining: 76;w=21600), so operators see the quota before it runs out.
+func (m *handlerMetrics) observeUpstream(reg *upstream.Registry, start time.Time, resp *fasthttp.Response, err error) {
+	rm := m.byReg[reg]
+	if rm == nil {
+		return
+	}
+	if err != nil {
+		rm.upstreamErrors.Inc()
+		return
+	}
+	rm.upstreamLatency.UpdateDuration(start)
+	if v := resp.Header.Peek("Ratelimit-Remaining"); len(v) > 0 {
+		if i := bytes.IndexByte(v, ';'); i >= 0 {
+			v = v[:i]
+		}
+		if n, err := parseUint(bytes.TrimSpace(v)); err == nil {
+			rm.rateRemaining.Store(n)
+		}
+	}
+}
+
+func routeOf(p []byte) int {
+	switch {
+	case string(p) == "/v2/":
+		return routePing
+	case string(p) == PathToken:
+		return routeToken
+	case bytes.HasPrefix(p, prefixV2):
+		switch _, kind, _ := oci.ParsePath(p[len(prefixV2):]); kind {
+		case oci.KindManifest:
+			return routeManifest
+		case oci.KindBlob:
+			return routeBlob
+		case oci.KindTags:
+			return routeTags
+		case oci.KindReferrers:
+			return routeReferrers
+		}
+	}
+	return routeOther
+}
+
+func (h *Handler) serveMetrics(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("text/plain; version=0.0.4")
+	h.metrics.set.WritePrometheus(ctx)
+	metrics.WriteProcessMetrics(ctx)
+}
