@@ -128,10 +128,10 @@ func newUpstreamRequest(ctx *fasthttp.RequestCtx, reg *upstream.Registry, name [
 		fasthttp.ReleaseArgs(args)
 	}
 	reg.SetRequestURI(req, buf.B, query)
-	bytebufferpool.Put(buf)
+	defer bytebufferpool.Put(buf)
 	req.Header.SetMethodBytes(ctx.Method())
 	in := &ctx.Request.Header
-	if accept := in.Peek(fasthttp.HeaderAccept); len(accept) > 0 {
+	if accept := appendAccept(buf.B[:0], in); len(accept) > 0 {
 		req.Header.SetBytesV(fasthttp.HeaderAccept, accept)
 	} else if kind == oci.KindManifest {
 		req.Header.SetBytesV(fasthttp.HeaderAccept, defaultAccept)
@@ -145,6 +145,22 @@ func newUpstreamRequest(ctx *fasthttp.RequestCtx, reg *upstream.Registry, name [
 		}
 	}
 	return req
+}
+
+// appendAccept appends every Accept value of h to dst, joined with ", ". Docker sends one Accept
+// line per media type; forwarding only the first would make the upstream pick the wrong manifest.
+func appendAccept(dst []byte, h *fasthttp.RequestHeader) []byte {
+	n := len(dst)
+	for k, v := range h.All() {
+		if len(k) != len(fasthttp.HeaderAccept) || string(k) != fasthttp.HeaderAccept || len(v) == 0 {
+			continue
+		}
+		if len(dst) > n {
+			dst = append(dst, ", "...)
+		}
+		dst = append(dst, v...)
+	}
+	return dst
 }
 
 // passThrough relays one request to the upstream and its answer to the client, uncached.

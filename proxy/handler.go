@@ -164,13 +164,13 @@ func (h *Handler) routes() *router.Router {
 func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Docker-Distribution-Api-Version", "registry/2.0")
 	if !h.accessLog {
-		h.router.Handler(ctx)
+		h.dispatch(ctx)
 		reg, _ := h.pick(ctx)
 		h.metrics.observe(ctx, reg)
 		return
 	}
 	start := time.Now()
-	h.router.Handler(ctx)
+	h.dispatch(ctx)
 	reg, _ := h.pick(ctx)
 	h.metrics.observe(ctx, reg)
 	h.log.Info("request",
@@ -182,6 +182,17 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		"duration", time.Since(start),
 		"cache", string(ctx.Response.Header.Peek(HeaderXCache)),
 	)
+}
+
+// dispatch sends GET and HEAD on /v2/<name>/... straight to serveV2, which parses the path
+// itself: the router's catch-all would copy the path into a new string on every request. Every
+// other request goes through the router.
+func (h *Handler) dispatch(ctx *fasthttp.RequestCtx) {
+	if p := ctx.Path(); len(p) > len(prefixV2) && bytes.HasPrefix(p, prefixV2) && (ctx.IsGet() || ctx.IsHead()) {
+		h.serveV2(ctx)
+		return
+	}
+	h.router.Handler(ctx)
 }
 
 // pick selects the registry for a request: by Host among the configured hosts, else by

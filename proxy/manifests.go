@@ -17,13 +17,12 @@ import (
 )
 
 var (
-	cacheHit     = []byte("HIT")
-	cacheMiss    = []byte("MISS")
-	cacheStale   = []byte("STALE")
-	cacheBypass  = []byte("BYPASS")
-	methodHead   = []byte(fasthttp.MethodHead)
-	methodGet    = []byte(fasthttp.MethodGet)
-	headerAccept = fasthttp.HeaderAccept
+	cacheHit    = []byte("HIT")
+	cacheMiss   = []byte("MISS")
+	cacheStale  = []byte("STALE")
+	cacheBypass = []byte("BYPASS")
+	methodHead  = []byte(fasthttp.MethodHead)
+	methodGet   = []byte(fasthttp.MethodGet)
 )
 
 // errNotShareable means the mirror's own credentials cannot fetch the content: it is private (or
@@ -42,9 +41,13 @@ func (e *upstreamStatusError) Error() string {
 func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, name, ref []byte) {
 	mc := h.manifests
 	isDigest := oci.IsDigest(ref)
+	ab := bytebufferpool.Get()
+	defer bytebufferpool.Put(ab)
+	ab.B = appendAccept(ab.B[:0], &ctx.Request.Header)
+	accept := ab.B
 	mask := byte(0)
 	if !isDigest {
-		mask = acceptMask(ctx.Request.Header.Peek(headerAccept))
+		mask = acceptMask(accept)
 	}
 	kb := bytebufferpool.Get()
 	defer bytebufferpool.Put(kb)
@@ -69,7 +72,7 @@ func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry
 	}
 	key := string(kb.B)
 	v, err, _ := h.flight.Do(string(method)+key, func() (any, error) {
-		return h.fetchManifest(reg, name, ref, method, ctx.Request.Header.Peek(headerAccept), key)
+		return h.fetchManifest(reg, name, ref, method, accept, key)
 	})
 	if err == nil {
 		fetched := v.(*manifest)
@@ -84,7 +87,7 @@ func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry
 		if fetched.body == nil && !ctx.IsHead() {
 			// The tag moved (or the body is gone): fetch the new manifest.
 			v, err, _ = h.flight.Do(fasthttp.MethodGet+key, func() (any, error) {
-				return h.fetchManifest(reg, name, ref, methodGet, ctx.Request.Header.Peek(headerAccept), key)
+				return h.fetchManifest(reg, name, ref, methodGet, accept, key)
 			})
 		}
 	}

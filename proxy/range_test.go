@@ -1,6 +1,10 @@
 package proxy
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
 
 func TestParseRange(t *testing.T) {
 	f := func(h string, size, wantStart, wantN int64, wantStatus int, wantOK bool) {
@@ -57,4 +61,20 @@ func TestAcceptMask(t *testing.T) {
 	f("application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json,application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json", acceptAll)
 	f("application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v2+json", acceptDockerManifest|acceptOther)
 	f("*/*", acceptOther)
+}
+
+func TestAppendAcceptJoinsEveryLine(t *testing.T) {
+	var h fasthttp.RequestHeader
+	h.Add("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	h.Add("Accept", "application/vnd.docker.distribution.manifest.list.v2+json")
+	h.Add("User-Agent", "docker/20.10")
+	h.Add("Accept", "application/vnd.oci.image.index.v1+json")
+	got := string(appendAccept(nil, &h))
+	want := "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"
+	if got != want {
+		t.Fatalf("unexpected Accept: got %q; want %q", got, want)
+	}
+	if m := acceptMask([]byte(got)); m != acceptDockerManifest|acceptDockerList|acceptOCIIndex {
+		t.Fatalf("unexpected mask: got %05b", m)
+	}
 }
