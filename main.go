@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/docxy/docxy/config"
@@ -43,7 +44,10 @@ func main() {
 		fmt.Println("docxy: configuration is valid")
 		return
 	}
-	if err := run(cfg); err != nil {
+	if *configPath == "" {
+		*configPath = config.ConfigPathFromEnv()
+	}
+	if err := run(cfg, *configPath); err != nil {
 		fmt.Fprintln(os.Stderr, "docxy:", err)
 		os.Exit(1)
 	}
@@ -69,13 +73,21 @@ func newLogger(c config.Log) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-func run(cfg *config.Config) error {
+func run(cfg *config.Config, configPath string) error {
+	// Signals are caught before anything listens, so an early SIGHUP cannot kill the process.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigc)
 	log := newLogger(cfg.Log)
 	h, err := proxy.New(cfg, proxy.Options{Version: version, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer h.Close()
+	// current is swapped on SIGHUP; requests in flight finish on the handler they started with.
+	var current atomic.Pointer[proxy.Handler]
+	current.Store(h)
+	serve := func(ctx *fasthttp.RequestCtx) { current.Load().ServeHTTP(ctx) }
+	defer func() { current.Load().Close() }()
 	if cfg.Server.PublicBaseURLDerived() {
 		log.Warn("server.public_base_url is not set: clients are sent to " + cfg.Server.PublicBaseURL +
 			" for tokens; set it to the URL clients use to reach this mirror")
@@ -123,7 +135,7 @@ func run(cfg *config.Config) error {
 		if err != nil {
 			return fmt.Errorf("cannot listen on server.tls_listen %s: %w", cfg.Server.TLSListen, err)
 		}
-		s := newServer(h.ServeHTTP)
+		s := newServer(serve)
 		servers = append(servers, s)
 		log.Info("serving HTTPS", "addr", ln.Addr().String(), "public_base_url", cfg.Server.PublicBaseURL)
 		go func() { errc <- s.Serve(stdtls.NewListener(ln, tlsConfig)) }()
@@ -133,7 +145,7 @@ func run(cfg *config.Config) error {
 		if err != nil {
 			return fmt.Errorf("cannot listen on server.listen %s: %w", cfg.Server.Listen, err)
 		}
-		handler := h.ServeHTTP
+		handler := fasthttp.RequestHandler(serve)
 		if cfg.Server.TLSListen != "" && !cfg.Server.BehindProxy {
 			handler = redirectToHTTPS(cfg.Server.PublicBaseURL)
 		}
@@ -146,14 +158,13 @@ func run(cfg *config.Config) error {
 		go func() { errc <- s.Serve(ln) }()
 	}
 
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for {
 		select {
 		case err := <-errc:
 			return err
 		case sig := <-sigc:
 			if sig == syscall.SIGHUP {
+				reloadConfig(configPath, cfg, &current, log)
 				if reloader != nil {
 					if err := reloader.Reload(); err != nil {
 						log.Error("SIGHUP: keeping the current certificate", "err", err)
@@ -177,6 +188,33 @@ func run(cfg *config.Config) error {
 		}
 	}
 	return nil
+}
+
+// reloadConfig re-reads the configuration file and swaps in a handler built from it: registries,
+// access rules, hosts and timeouts change without dropping connections. Listener, TLS and cache
+// settings need a restart; a file that does not validate keeps the running configuration.
+func reloadConfig(path string, running *config.Config, current *atomic.Pointer[proxy.Handler], log *slog.Logger) {
+	if path == "" {
+		log.Info("SIGHUP: no configuration file to reload (running on built-in defaults)")
+		return
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		log.Error("SIGHUP: keeping the running configuration", "err", err)
+		return
+	}
+	if cfg.Server.Listen != running.Server.Listen || cfg.Server.TLSListen != running.Server.TLSListen || cfg.TLS.CertFile != running.TLS.CertFile {
+		log.Warn("SIGHUP: listener and TLS file changes take effect after a restart")
+	}
+	old := current.Load()
+	h, err := proxy.New(cfg, proxy.Options{Version: version, Logger: newLogger(cfg.Log), Previous: old})
+	if err != nil {
+		log.Error("SIGHUP: keeping the running configuration", "err", err)
+		return
+	}
+	current.Store(h)
+	old.Close()
+	log.Info("SIGHUP: configuration reloaded", "file", path, "registries", len(cfg.Registries))
 }
 
 // serveACMEChallenges answers HTTP-01 challenges on the plain listener before anything else.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -41,6 +42,7 @@ type Handler struct {
 	manifests  *manifestCache // nil when the cache is disabled
 	blobs      *cache.Store   // nil when the cache is disabled
 	adminToken string
+	cacheCfg   config.Cache
 	rules      map[*upstream.Registry]*access.Rules // registries with allow/deny lists
 	metrics    *handlerMetrics
 	flight     singleflight.Group // one upstream manifest fetch per key at a time
@@ -52,6 +54,9 @@ type Options struct {
 	Version string
 	// Logger receives errors and, when enabled in the configuration, access logs.
 	Logger *slog.Logger
+	// Previous is the handler this one replaces on a configuration reload: its cache and
+	// metrics carry over, so a reload loses no cached content and no counts.
+	Previous *Handler
 }
 
 // New builds the handler and one upstream.Registry per configured registry. It contacts no upstream.
@@ -111,7 +116,15 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 	if h.def == nil {
 		return nil, fmt.Errorf("proxy: no default registry: set default = true on one [[registry]]")
 	}
-	if !cfg.Cache.Disabled {
+	if prev := o.Previous; prev != nil {
+		if prev.cacheCfg.Disabled != cfg.Cache.Disabled || prev.cacheCfg.Dir != cfg.Cache.Dir || prev.cacheCfg.MaxSize != cfg.Cache.MaxSize || prev.cacheCfg.S3 != cfg.Cache.S3 {
+			return nil, errors.New("proxy: the [cache] section cannot change on reload (except manifest_ttl): restart docxy")
+		}
+		h.manifests, h.blobs, h.started = prev.manifests, prev.blobs, prev.started
+		if h.manifests != nil {
+			h.manifests.ttl.Store(int64(cfg.Cache.ManifestTTL.Duration))
+		}
+	} else if !cfg.Cache.Disabled {
 		h.manifests = newManifestCache(cfg.Cache.ManifestTTL.Duration, DefaultManifestCacheBytes)
 		store, err := cache.Open(cache.Config{Dir: cfg.Cache.Dir, MaxSize: int64(cfg.Cache.MaxSize)})
 		if err != nil {
@@ -119,8 +132,13 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 		}
 		h.blobs = store
 	}
+	h.cacheCfg = cfg.Cache
 	h.adminToken = cfg.Admin.Token
-	h.metrics = newHandlerMetrics(h)
+	var prevMetrics *handlerMetrics
+	if o.Previous != nil {
+		prevMetrics = o.Previous.metrics
+	}
+	h.metrics = newHandlerMetrics(h, prevMetrics)
 	h.router = h.routes()
 	return h, nil
 }

@@ -45,7 +45,7 @@ func (m *manifest) fresh(ttl time.Duration, now time.Time) bool {
 // TTL after which the tag is revalidated upstream. Keys name the registry and repository, so a
 // purge by repository is exact, and tag keys include what the client's Accept allowed (P6).
 type manifestCache struct {
-	ttl      time.Duration
+	ttl      atomic.Int64 // time.Duration; a configuration reload may change it
 	maxBytes int64
 
 	mu    sync.RWMutex // protects m, order and bytes
@@ -57,7 +57,9 @@ type manifestCache struct {
 }
 
 func newManifestCache(ttl time.Duration, maxBytes int64) *manifestCache {
-	return &manifestCache{ttl: ttl, maxBytes: maxBytes, m: make(map[string]*manifest)}
+	c := &manifestCache{maxBytes: maxBytes, m: make(map[string]*manifest)}
+	c.ttl.Store(int64(ttl))
+	return c
 }
 
 // appendKey builds the cache key registry\x00repository\x00reference\x00acceptMask into dst.

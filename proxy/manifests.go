@@ -55,7 +55,7 @@ func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry
 	now := time.Now()
 
 	m := mc.get(kb.B)
-	fresh := m != nil && (isDigest || m.fresh(mc.ttl, now))
+	fresh := m != nil && (isDigest || m.fresh(time.Duration(mc.ttl.Load()), now))
 	if fresh {
 		if body := h.manifestBody(reg, name, m); body != nil || ctx.IsHead() {
 			mc.hits.Add(1)

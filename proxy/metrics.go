@@ -43,13 +43,35 @@ type registryMetrics struct {
 }
 
 type handlerMetrics struct {
-	set   *metrics.Set
-	byReg map[*upstream.Registry]*registryMetrics
+	set    *metrics.Set
+	byReg  map[*upstream.Registry]*registryMetrics
+	byName map[string]*registryMetrics // survives configuration reloads
+	h      atomic.Pointer[Handler]     // the current handler, for the cache gauges
 }
 
-func newHandlerMetrics(h *Handler) *handlerMetrics {
-	m := &handlerMetrics{set: metrics.NewSet(), byReg: map[*upstream.Registry]*registryMetrics{}}
+// newHandlerMetrics registers h's series. On a reload, prev's series carry over: counters keep
+// counting, and registries that are new get their own.
+func newHandlerMetrics(h *Handler, prev *handlerMetrics) *handlerMetrics {
+	if prev != nil {
+		m := &handlerMetrics{set: prev.set, byReg: map[*upstream.Registry]*registryMetrics{}, byName: prev.byName}
+		m.addRegistries(h)
+		prev.h.Store(h)
+		m.h.Store(h)
+		return m
+	}
+	m := &handlerMetrics{set: metrics.NewSet(), byReg: map[*upstream.Registry]*registryMetrics{}, byName: map[string]*registryMetrics{}}
+	m.h.Store(h)
+	m.addRegistries(h)
+	m.addGauges()
+	return m
+}
+
+func (m *handlerMetrics) addRegistries(h *Handler) {
 	for _, reg := range h.registries {
+		if rm := m.byName[reg.Name]; rm != nil {
+			m.byReg[reg] = rm
+			continue
+		}
 		rm := &registryMetrics{}
 		rm.rateRemaining.Store(-1)
 		for route := range numRoutes {
@@ -67,8 +89,14 @@ func newHandlerMetrics(h *Handler) *handlerMetrics {
 			return float64(rm.rateRemaining.Load())
 		})
 		m.byReg[reg] = rm
+		m.byName[reg.Name] = rm
 	}
-	stat := func(f func(CacheStats) float64) func() float64 { return func() float64 { return f(h.Stats()) } }
+}
+
+func (m *handlerMetrics) addGauges() {
+	stat := func(f func(CacheStats) float64) func() float64 {
+		return func() float64 { return f(m.h.Load().Stats()) }
+	}
 	m.set.NewGauge(`docxy_cache_bytes{kind="blob"}`, stat(func(s CacheStats) float64 { return float64(s.Blobs.Bytes) }))
 	m.set.NewGauge(`docxy_cache_bytes{kind="manifest"}`, stat(func(s CacheStats) float64 { return float64(s.Manifests.Bytes) }))
 	m.set.NewGauge(`docxy_cache_entries{kind="blob"}`, stat(func(s CacheStats) float64 { return float64(s.Blobs.Entries) }))
@@ -80,8 +108,7 @@ func newHandlerMetrics(h *Handler) *handlerMetrics {
 	m.set.NewGauge(`docxy_cache_requests_total{kind="manifest",result="stale"}`, stat(func(s CacheStats) float64 { return float64(s.Manifests.Stale) }))
 	m.set.NewGauge(`docxy_cache_evictions_total`, stat(func(s CacheStats) float64 { return float64(s.Blobs.Evictions) }))
 	m.set.NewGauge(`docxy_inflight_downloads`, stat(func(s CacheStats) float64 { return float64(s.Blobs.InFlight) }))
-	m.set.NewGauge(`docxy_uptime_seconds`, func() float64 { return time.Since(h.started).Seconds() })
-	return m
+	m.set.NewGauge(`docxy_uptime_seconds`, func() float64 { return time.Since(m.h.Load().started).Seconds() })
 }
 
 // observe counts a finished request: by registry, route and status, and the body bytes declared.
