@@ -255,7 +255,7 @@ func (h *Handler) rewriteChallenge(ctx *fasthttp.RequestCtx, reg *upstream.Regis
 		c = known
 	}
 	if c.Scheme == "Bearer" {
-		c.Realm = h.realmBase(ctx, hostMatched) + PathToken
+		c.Realm = h.realm(ctx, reg, hostMatched)
 	}
 	ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, c.String())
 }

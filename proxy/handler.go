@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 
@@ -254,6 +255,17 @@ func (h *Handler) realmBase(ctx *fasthttp.RequestCtx, hostMatched bool) string {
 	return scheme + "://" + string(ctx.Host())
 }
 
+// realm returns the token realm for reg. A registry other than the default, not selected by Host,
+// is named in the realm (?ns=NAME) because clients do not repeat containerd's ?ns= on token
+// requests, and the token endpoint must know which upstream's token server to ask.
+func (h *Handler) realm(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool) string {
+	realm := h.realmBase(ctx, hostMatched) + PathToken
+	if !hostMatched && reg != h.def {
+		realm += "?ns=" + url.QueryEscape(reg.Name)
+	}
+	return realm
+}
+
 // lowerASCII lowercases b in place when needed; Host headers are almost always lowercase already.
 func lowerASCII(b []byte) []byte {
 	for i, c := range b {
@@ -306,7 +318,7 @@ func (h *Handler) servePing(ctx *fasthttp.RequestCtx) {
 // challenge answers 401 with a WWW-Authenticate whose realm is the mirror's own token endpoint.
 func (h *Handler) challenge(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, c upstream.Challenge) {
 	if c.Scheme == "Bearer" {
-		c.Realm = h.realmBase(ctx, hostMatched) + PathToken
+		c.Realm = h.realm(ctx, reg, hostMatched)
 	}
 	ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, c.String())
 	writeError(ctx, fasthttp.StatusUnauthorized, bodyUnauthorized)

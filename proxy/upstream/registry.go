@@ -129,29 +129,35 @@ func New(o Options) (*Registry, error) {
 		NoDefaultUserAgentHeader:      o.UserAgent == "",
 		ReadBufferSize:                16 << 10,
 		WriteBufferSize:               4 << 10,
+		MaxIdemponentCallAttempts:     maxAttempts,
+		RetryIfErr:                    retryOnlyBrokenConns,
 	}
 	// Redirect targets and token servers come from upstream answers: they may only be private
 	// when the registry itself is (a test or an on-premises setup).
 	r.redirects = &fasthttp.Client{
-		Name:                     o.UserAgent,
-		NoDefaultUserAgentHeader: o.UserAgent == "",
-		DialTimeout:              newDialer(o.Timeout, r.privateHost),
-		MaxConnsPerHost:          o.MaxConns,
-		MaxConnWaitTimeout:       o.Timeout,
-		MaxIdleConnDuration:      90 * time.Second,
-		StreamResponseBody:       true,
-		DisablePathNormalizing:   true,
-		ReadBufferSize:           16 << 10,
+		Name:                      o.UserAgent,
+		NoDefaultUserAgentHeader:  o.UserAgent == "",
+		DialTimeout:               newDialer(o.Timeout, r.privateHost),
+		MaxConnsPerHost:           o.MaxConns,
+		MaxConnWaitTimeout:        o.Timeout,
+		MaxIdleConnDuration:       90 * time.Second,
+		StreamResponseBody:        true,
+		DisablePathNormalizing:    true,
+		ReadBufferSize:            16 << 10,
+		MaxIdemponentCallAttempts: maxAttempts,
+		RetryIfErr:                retryOnlyBrokenConns,
 	}
 	r.auth = &fasthttp.Client{
-		Name:                     o.UserAgent,
-		NoDefaultUserAgentHeader: o.UserAgent == "",
-		DialTimeout:              newDialer(o.Timeout, r.privateHost),
-		MaxConnsPerHost:          64,
-		MaxConnWaitTimeout:       o.Timeout,
-		MaxResponseBodySize:      MaxSmallBodySize,
-		ReadTimeout:              o.Timeout,
-		WriteTimeout:             o.Timeout,
+		Name:                      o.UserAgent,
+		NoDefaultUserAgentHeader:  o.UserAgent == "",
+		DialTimeout:               newDialer(o.Timeout, r.privateHost),
+		MaxConnsPerHost:           64,
+		MaxConnWaitTimeout:        o.Timeout,
+		MaxResponseBodySize:       MaxSmallBodySize,
+		ReadTimeout:               o.Timeout,
+		WriteTimeout:              o.Timeout,
+		MaxIdemponentCallAttempts: maxAttempts,
+		RetryIfErr:                retryOnlyBrokenConns,
 	}
 	r.tokens.m = make(map[string]token)
 	return r, nil
@@ -226,6 +232,16 @@ func (r *Registry) FollowRedirects(req *fasthttp.Request, resp *fasthttp.Respons
 		}
 	}
 	return nil
+}
+
+// maxAttempts allows one retry: enough for a pooled keep-alive connection the upstream closed
+// while it sat idle, without multiplying a timeout (fasthttp retries idempotent requests 5 times
+// by default, so a silent upstream would hold the client 5 x upstream_timeout).
+const maxAttempts = 2
+
+// retryOnlyBrokenConns retries a request that failed on a broken connection, never a timeout.
+func retryOnlyBrokenConns(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	return false, attempts < maxAttempts && !IsTimeout(err)
 }
 
 func isRedirect(status int) bool {
