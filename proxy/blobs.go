@@ -72,7 +72,9 @@ func (h *Handler) serveBlob(ctx *fasthttp.RequestCtx, reg *upstream.Registry, ho
 	}
 	ctx.SetStatusCode(status)
 	ctx.Response.ImmediateHeaderFlush = true // followers see headers before the first bytes arrive
-	ctx.Response.SetBodyStream(&limitedReadCloser{r: r, left: n}, int(n))
+	// For the whole blob, the end of the body waits for the digest check: a blob that fails it
+	// aborts the connection instead of ending as a clean 200.
+	ctx.Response.SetBodyStream(&limitedReadCloser{r: r, left: n, verify: n == size}, int(n))
 }
 
 var errRangeNotFilled = errors.New("proxy: range request on a cold blob is forwarded, not filled")
@@ -184,24 +186,54 @@ func (b *fileBody) Close() error {
 }
 
 // limitedReadCloser serves n bytes of an in-progress download and closes the reader after.
+//
+// With verify set it holds back the last byte until the download's digest check passes: once a
+// client has Content-Length bytes the response is complete, so a bad blob must fail before that.
 type limitedReadCloser struct {
-	r    io.ReadCloser
-	left int64
+	r      io.ReadCloser
+	left   int64
+	verify bool
+	probe  [1]byte
 }
 
 func (l *limitedReadCloser) Read(p []byte) (int, error) {
 	if l.left <= 0 {
 		return 0, io.EOF
 	}
-	if int64(len(p)) > l.left {
-		p = p[:l.left]
+	if len(p) == 0 {
+		return 0, nil
 	}
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
-	if err == io.EOF && l.left > 0 {
-		err = io.ErrUnexpectedEOF
+	if !l.verify || l.left > 1 {
+		limit := l.left
+		if l.verify {
+			limit-- // keep the last byte back
+		}
+		if int64(len(p)) > limit {
+			p = p[:limit]
+		}
+		n, err := l.r.Read(p)
+		l.left -= int64(n)
+		if err == io.EOF && l.left > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return n, err
 	}
-	return n, err
+	n, err := io.ReadFull(l.r, p[:1])
+	if n != 1 {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, err
+	}
+	// The reader ends with EOF only after the digest was verified; any error means it was not.
+	if m, err := l.r.Read(l.probe[:]); m > 0 || err != io.EOF {
+		if err == nil || err == io.EOF {
+			err = errors.New("proxy: cached download is longer than announced")
+		}
+		return 0, err
+	}
+	l.left = 0
+	return 1, io.EOF
 }
 
 func (l *limitedReadCloser) Close() error { return l.r.Close() }
