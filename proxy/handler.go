@@ -168,6 +168,7 @@ func (h *Handler) routes() *router.Router {
 	r.GET(PathHealth, h.serveHealth)
 	r.HEAD(PathHealth, h.serveHealth)
 	r.GET(PathMetrics, h.serveMetrics)
+	r.GET("/", h.serveFrontPage)
 	r.GET(PathGenerate204, serve204)
 	r.HEAD(PathGenerate204, serve204)
 	if h.adminToken != "" {

@@ -72,6 +72,18 @@ func appendManifestKey(dst []byte, registry string, repo, ref []byte, mask byte)
 	return append(dst, 0, mask)
 }
 
+// manifestKeyRepoEnd returns the length of the registry\x00repository prefix of a key.
+func manifestKeyRepoEnd(key string) int {
+	i := strings.IndexByte(key, 0)
+	if i < 0 {
+		return len(key)
+	}
+	if j := strings.IndexByte(key[i+1:], 0); j >= 0 {
+		return i + 1 + j
+	}
+	return len(key)
+}
+
 // get looks key up without allocating.
 func (c *manifestCache) get(key []byte) *manifest {
 	c.mu.RLock()

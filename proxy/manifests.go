@@ -59,7 +59,7 @@ func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry
 	if fresh {
 		if body := h.manifestBody(reg, name, m); body != nil || ctx.IsHead() {
 			mc.hits.Add(1)
-			writeManifest(ctx, m, body, cacheHit)
+			h.writeManifest(ctx, m, body, cacheHit)
 			return
 		}
 	}
@@ -80,7 +80,7 @@ func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry
 			m.checked.Store(now.UnixNano()) // unchanged upstream: the cached copy is fresh again
 			if body := h.manifestBody(reg, name, m); body != nil || ctx.IsHead() {
 				mc.hits.Add(1)
-				writeManifest(ctx, m, body, cacheHit)
+				h.writeManifest(ctx, m, body, cacheHit)
 				return
 			}
 		}
@@ -94,7 +94,7 @@ func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry
 	if err == nil {
 		fetched := v.(*manifest)
 		mc.misses.Add(1)
-		writeManifest(ctx, fetched, h.manifestBody(reg, name, fetched), cacheMiss)
+		h.writeManifest(ctx, fetched, h.manifestBody(reg, name, fetched), cacheMiss)
 		return
 	}
 	var statusErr *upstreamStatusError
@@ -105,7 +105,7 @@ func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry
 	case m != nil && (errors.As(err, &statusErr) || isTransportError(err)):
 		mc.stale.Add(1)
 		h.log.Warn("serving a stale manifest: upstream failed", "registry", reg.Name, "repository", string(name), "ref", string(ref), "err", err)
-		writeManifest(ctx, m, h.manifestBody(reg, name, m), cacheStale)
+		h.writeManifest(ctx, m, h.manifestBody(reg, name, m), cacheStale)
 	case errors.As(err, &statusErr):
 		h.passThrough(ctx, reg, hostMatched, name, oci.KindManifest, ref) // relays the 429/5xx with its headers
 	default:
@@ -144,7 +144,11 @@ func (h *Handler) manifestBody(reg *upstream.Registry, name []byte, m *manifest)
 }
 
 // writeManifest answers with a cached manifest. body may be nil for HEAD.
-func writeManifest(ctx *fasthttp.RequestCtx, m *manifest, body []byte, cacheStatus []byte) {
+// Only shareable manifests get here, so counting the pull reveals no private repository.
+func (h *Handler) writeManifest(ctx *fasthttp.RequestCtx, m *manifest, body []byte, cacheStatus []byte) {
+	if !ctx.IsHead() {
+		h.metrics.activity.pulled(m.key[:manifestKeyRepoEnd(m.key)])
+	}
 	out := &ctx.Response.Header
 	out.SetContentTypeBytes(m.contentType)
 	out.SetBytesV(HeaderDockerContentDigest, m.digest)

@@ -43,23 +43,24 @@ type registryMetrics struct {
 }
 
 type handlerMetrics struct {
-	set    *metrics.Set
-	byReg  map[*upstream.Registry]*registryMetrics
-	byName map[string]*registryMetrics // survives configuration reloads
-	h      atomic.Pointer[Handler]     // the current handler, for the cache gauges
+	set      *metrics.Set
+	byReg    map[*upstream.Registry]*registryMetrics
+	byName   map[string]*registryMetrics // survives configuration reloads
+	activity *activity                   // front page figures; survives reloads
+	h        atomic.Pointer[Handler]     // the current handler, for the cache gauges
 }
 
 // newHandlerMetrics registers h's series. On a reload, prev's series carry over: counters keep
 // counting, and registries that are new get their own.
 func newHandlerMetrics(h *Handler, prev *handlerMetrics) *handlerMetrics {
 	if prev != nil {
-		m := &handlerMetrics{set: prev.set, byReg: map[*upstream.Registry]*registryMetrics{}, byName: prev.byName}
+		m := &handlerMetrics{set: prev.set, byReg: map[*upstream.Registry]*registryMetrics{}, byName: prev.byName, activity: prev.activity}
 		m.addRegistries(h)
 		prev.h.Store(h)
 		m.h.Store(h)
 		return m
 	}
-	m := &handlerMetrics{set: metrics.NewSet(), byReg: map[*upstream.Registry]*registryMetrics{}, byName: map[string]*registryMetrics{}}
+	m := &handlerMetrics{set: metrics.NewSet(), byReg: map[*upstream.Registry]*registryMetrics{}, byName: map[string]*registryMetrics{}, activity: newActivity()}
 	m.h.Store(h)
 	m.addRegistries(h)
 	m.addGauges()
@@ -127,9 +128,13 @@ func (m *handlerMetrics) observe(ctx *fasthttp.RequestCtx, reg *upstream.Registr
 		}
 	}
 	rm.requests[route][i].Inc()
-	if n := ctx.Response.Header.ContentLength(); n > 0 && !ctx.IsHead() {
+	n := ctx.Response.Header.ContentLength()
+	if n > 0 && !ctx.IsHead() {
 		rm.bytesSent[route].Add(n)
+	} else {
+		n = 0
 	}
+	m.activity.request(ctx.Time(), n)
 }
 
 // observeUpstream records how long the upstream took to answer and the Docker Hub quota it reports

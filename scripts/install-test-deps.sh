@@ -11,6 +11,7 @@ command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v containerd >/dev/null || need_apt+=(containerd)
 command -v runc >/dev/null || need_apt+=(runc)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-test-deps: need root to apt-get install ${need_apt[*]}" >&2
