@@ -29,6 +29,10 @@ type CacheStats struct {
 		Misses    uint64 `json:"misses"`
 		InFlight  int    `json:"in_flight"`
 		Evictions uint64 `json:"evictions"`
+		// SharedHits counts blobs filled from the shared tier instead of the upstream;
+		// SharedUploads, blobs this replica put there.
+		SharedHits    int64 `json:"shared_hits"`
+		SharedUploads int64 `json:"shared_uploads"`
 	} `json:"blobs"`
 	Manifests struct {
 		Bytes   int64 `json:"bytes"`
@@ -48,6 +52,7 @@ func (h *Handler) Stats() CacheStats {
 		b := h.blobs.Stats()
 		s.Blobs.Bytes, s.Blobs.Entries, s.Blobs.Hits, s.Blobs.Misses = b.Bytes, b.Entries, b.Hits, b.Misses
 		s.Blobs.InFlight, s.Blobs.Evictions = b.InFlight, b.Evictions
+		s.Blobs.SharedHits, s.Blobs.SharedUploads = h.sharedHits.Load(), h.sharedUploads.Load()
 	}
 	if h.manifests != nil {
 		s.Manifests.Entries, s.Manifests.Bytes = h.manifests.stats()
@@ -103,6 +108,11 @@ func (h *Handler) serveAdminCache(ctx *fasthttp.RequestCtx) {
 		}
 		if h.blobs != nil && h.blobs.Delete(d) == nil {
 			purged.Blobs = 1
+		}
+		if h.shared != nil {
+			if err := h.shared.Delete(ctx, d); err != nil {
+				h.log.Warn("cannot purge blob from the shared cache tier", "digest", string(digest), "err", err)
+			}
 		}
 		if h.manifests != nil {
 			purged.Manifests = h.manifests.purgeDigest(digest)

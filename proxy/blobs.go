@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -79,8 +80,12 @@ func (h *Handler) serveBlob(ctx *fasthttp.RequestCtx, reg *upstream.Registry, ho
 
 var errRangeNotFilled = errors.New("proxy: range request on a cold blob is forwarded, not filled")
 
-// fillBlob downloads a blob with the mirror's own credentials into the cache download dl.
+// fillBlob downloads a blob into the cache download dl: from the shared tier when another replica
+// has it, else from the upstream with the mirror's own credentials (and then shares it).
 func (h *Handler) fillBlob(reg *upstream.Registry, name, ref []byte, dl *cache.Download) {
+	if h.shared != nil && h.fillFromShared(dl) {
+		return
+	}
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	if err := h.mirrorDo(reg, name, oci.KindBlob, ref, methodGet, nil, resp); err != nil {
@@ -110,7 +115,75 @@ func (h *Handler) fillBlob(reg *upstream.Registry, name, ref []byte, dl *cache.D
 	}
 	if err := dl.Commit(); err != nil {
 		h.log.Warn("blob not cached", "registry", reg.Name, "digest", string(ref), "err", err)
+		return
 	}
+	if h.shared != nil {
+		h.share(dl.Digest())
+	}
+}
+
+// sharedTimeout bounds one transfer between the local cache and the shared tier.
+const sharedTimeout = 30 * time.Minute
+
+// maxSharedUploads bounds concurrent uploads to the shared tier (each may hold a 16 MiB part).
+const maxSharedUploads = 4
+
+// fillFromShared fills dl from the shared tier. It reports false, leaving dl untouched, when the
+// tier does not have the blob (or cannot be read), so the caller goes upstream.
+func (h *Handler) fillFromShared(dl *cache.Download) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	rc, size, err := h.shared.Open(ctx, dl.Digest())
+	if err != nil {
+		if !errors.Is(err, cache.ErrNotFound) {
+			h.log.Warn("shared cache tier unreadable; going upstream", "digest", dl.Digest().String(), "err", err)
+		}
+		return false
+	}
+	defer rc.Close()
+	if err := dl.Start(size); err != nil {
+		dl.Abort(err)
+		return true
+	}
+	bp := copyBufPool.Get().(*[]byte)
+	_, err = io.CopyBuffer(dl, rc, *bp)
+	copyBufPool.Put(bp)
+	if err == nil {
+		err = dl.Commit() // verifies the digest: a corrupt object in the bucket is never served as complete
+	} else {
+		dl.Abort(err)
+	}
+	if err != nil {
+		h.log.Warn("blob from the shared cache tier rejected", "digest", dl.Digest().String(), "err", err)
+		return true
+	}
+	h.sharedHits.Add(1)
+	return true
+}
+
+// share uploads a committed blob to the shared tier in the background, so other replicas find it.
+func (h *Handler) share(d cache.Digest) {
+	select {
+	case h.uploads <- struct{}{}:
+	default:
+		h.log.Warn("shared cache tier: too many uploads in flight; not sharing this blob", "digest", d.String())
+		return
+	}
+	go func() {
+		defer func() { <-h.uploads }()
+		f, size, err := h.blobs.Open(d)
+		if err != nil {
+			return // evicted meanwhile
+		}
+		defer f.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		defer cancel()
+		if err := h.shared.Put(ctx, d, f, size); err != nil {
+			h.log.Warn("cannot share blob in the shared cache tier", "digest", d.String(), "err", err)
+			return
+		}
+		h.sharedUploads.Add(1)
+	}()
 }
 
 // copyBufPool holds the buffers that fill the cache from upstream; 256 KiB keeps syscalls few.

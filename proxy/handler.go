@@ -2,14 +2,17 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/docxy/docxy/cache"
+	"github.com/docxy/docxy/cache/s3"
 	"github.com/docxy/docxy/config"
 	"github.com/docxy/docxy/proxy/access"
 	"github.com/docxy/docxy/proxy/upstream"
@@ -40,13 +43,17 @@ type Handler struct {
 	started     time.Time
 	router      *router.Router
 
-	manifests  *manifestCache // nil when the cache is disabled
-	blobs      *cache.Store   // nil when the cache is disabled
-	adminToken string
-	cacheCfg   config.Cache
-	rules      map[*upstream.Registry]*access.Rules // registries with allow/deny lists
-	metrics    *handlerMetrics
-	flight     singleflight.Group // one upstream manifest fetch per key at a time
+	manifests *manifestCache // nil when the cache is disabled
+	blobs     *cache.Store   // nil when the cache is disabled
+	shared    *s3.Tier       // cache tier shared by replicas; nil when not configured
+
+	uploads                   chan struct{} // bounds uploads to the shared tier
+	sharedHits, sharedUploads *atomic.Int64
+	adminToken                string
+	cacheCfg                  config.Cache
+	rules                     map[*upstream.Registry]*access.Rules // registries with allow/deny lists
+	metrics                   *handlerMetrics
+	flight                    singleflight.Group // one upstream manifest fetch per key at a time
 }
 
 // Options carries what New needs besides the configuration.
@@ -122,6 +129,7 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 			return nil, errors.New("proxy: the [cache] section cannot change on reload (except manifest_ttl): restart docxy")
 		}
 		h.manifests, h.blobs, h.started = prev.manifests, prev.blobs, prev.started
+		h.shared, h.uploads, h.sharedHits, h.sharedUploads = prev.shared, prev.uploads, prev.sharedHits, prev.sharedUploads
 		if h.manifests != nil {
 			h.manifests.ttl.Store(int64(cfg.Cache.ManifestTTL.Duration))
 		}
@@ -132,6 +140,22 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 			return nil, fmt.Errorf("cannot open the cache in cache.dir %q: %w", cfg.Cache.Dir, err)
 		}
 		h.blobs = store
+		h.uploads = make(chan struct{}, maxSharedUploads)
+		h.sharedHits, h.sharedUploads = new(atomic.Int64), new(atomic.Int64)
+		if sc := cfg.Cache.S3; sc.Enabled() {
+			tier, err := s3.New(s3.Config{Endpoint: sc.Endpoint, Bucket: sc.Bucket, Region: sc.Region, AccessKey: sc.AccessKey,
+				SecretKey: sc.SecretKey, Prefix: sc.Prefix, Insecure: sc.Insecure, PathStyle: sc.PathStyle})
+			if err != nil {
+				return nil, err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			err = tier.Check(ctx)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+			h.shared = tier
+		}
 	}
 	h.cacheCfg = cfg.Cache
 	h.adminToken = cfg.Admin.Token
