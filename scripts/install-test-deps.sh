@@ -28,6 +28,7 @@ go_tools=(
   "crane github.com/google/go-containerregistry/cmd/crane@v0.22.1"
   "pebble github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3"
   "pebble-challtestsrv github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@v2.10.3"
+  "versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0"
 )
 for entry in "${go_tools[@]}"; do
   name=${entry%% *}
