@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -91,5 +93,49 @@ deny = [%s]
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("run did not return after SIGTERM")
+	}
+}
+
+// TestInstallScriptIntoThrowawayRoot runs install.sh as an operator would, into a temporary root.
+func TestInstallScriptIntoThrowawayRoot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "docxy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("cannot build docxy: %s\n%s", err, out)
+	}
+	root := filepath.Join(dir, "root")
+	out, err := exec.Command("./install.sh", "--root", root, "--binary", bin, "--no-start",
+		"--public-url", "https://mirror.example.com").CombinedOutput()
+	if err != nil {
+		t.Fatalf("install.sh failed: %s\n%s", err, out)
+	}
+	for _, f := range []string{"/usr/local/bin/docxy", "/etc/docxy/config.toml", "/etc/systemd/system/docxy.service"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			t.Fatalf("install.sh did not install %s: %s", f, err)
+		}
+	}
+	cfg, err := loadConfig(filepath.Join(root, "/etc/docxy/config.toml"))
+	if err != nil {
+		t.Fatalf("installed configuration does not load: %s", err)
+	}
+	if cfg.Cache.Dir != "/var/cache/docxy" || cfg.Server.PublicBaseURL != "https://mirror.example.com" {
+		t.Fatalf("unexpected installed configuration: cache.dir %q, public_base_url %q", cfg.Cache.Dir, cfg.Server.PublicBaseURL)
+	}
+	unit, _ := os.ReadFile(filepath.Join(root, "/etc/systemd/system/docxy.service"))
+	if !strings.Contains(string(unit), "ExecStart=/usr/local/bin/docxy -config /etc/docxy/config.toml") {
+		t.Fatalf("unexpected unit:\n%s", unit)
+	}
+	// A second run keeps the operator's configuration.
+	if err := os.WriteFile(filepath.Join(root, "/etc/docxy/config.toml"), []byte("[server]\nlisten = \":6000\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("./install.sh", "--root", root, "--binary", bin, "--no-start").CombinedOutput(); err != nil {
+		t.Fatalf("second install.sh failed: %s\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "/etc/docxy/config.toml")); string(b) != "[server]\nlisten = \":6000\"\n" {
+		t.Fatalf("install.sh overwrote the existing configuration:\n%s", b)
 	}
 }
