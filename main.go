@@ -101,6 +101,7 @@ func run(cfg *config.Config, configPath string) error {
 			IdleTimeout:        cfg.Server.IdleTimeout.Duration,
 			MaxRequestBodySize: maxRequestBodySize,
 			ReadBufferSize:     16 << 10, // also the header size limit
+			MaxConnsPerIP:      cfg.Limits.MaxConnsPerIP,
 			CloseOnShutdown:    true,
 			Logger:             slogPrintf{log},
 		}

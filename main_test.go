@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/docxy/docxy/config"
 	"strings"
 	"syscall"
 	"testing"
@@ -137,5 +139,67 @@ func TestInstallScriptIntoThrowawayRoot(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(root, "/etc/docxy/config.toml")); string(b) != "[server]\nlisten = \":6000\"\n" {
 		t.Fatalf("install.sh overwrote the existing configuration:\n%s", b)
+	}
+}
+
+// TestSlowClientIsCutOff: a client that trickles its request headers (slow-loris) is disconnected
+// after read_timeout instead of holding a connection forever.
+func TestSlowClientIsCutOff(t *testing.T) {
+	port := freePort(t)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:%d"
+read_timeout = "1s"
+[cache]
+disabled = true
+[log]
+access_log = false
+`, port)), "test")
+	if err != nil {
+		t.Fatalf("cannot parse config: %s", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run(cfg, "") }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		<-done
+	})
+	var conn net.Conn
+	deadline := time.Now().Add(10 * time.Second)
+	for conn == nil {
+		conn, err = net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("docxy does not listen: %s", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	defer conn.Close()
+	// Trickle a header line byte by byte, never finishing the request.
+	closed := make(chan struct{})
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				close(closed)
+				return
+			}
+		}
+	}()
+	for _, b := range []byte("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa") {
+		select {
+		case <-closed:
+			return // cut off: what we want
+		case <-time.After(100 * time.Millisecond):
+		}
+		if _, err := conn.Write([]byte{b}); err != nil {
+			return // the server closed the connection
+		}
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a client trickling its headers was not disconnected")
 	}
 }

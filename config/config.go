@@ -48,7 +48,24 @@ type Config struct {
 	Cache      Cache      `toml:"cache"`
 	Log        Log        `toml:"log"`
 	Admin      Admin      `toml:"admin"`
+	Limits     Limits     `toml:"limits"`
 	Registries []Registry `toml:"registry"`
+}
+
+// Limits protect a public mirror from abuse. Every limit is per client IP and off when zero.
+// Over a limit a client gets 429 TOOMANYREQUESTS with Retry-After.
+type Limits struct {
+	// RequestsPerSecond refills each client's token bucket; Burst is its size (default 2x rate).
+	RequestsPerSecond float64 `toml:"requests_per_second"`
+	Burst             int     `toml:"burst"`
+	// MaxBlobsPerIP caps a client's concurrent blob downloads.
+	MaxBlobsPerIP int `toml:"max_blobs_per_ip"`
+	// DailyBytesPerIP caps the bytes a client may download per UTC day, e.g. "50GiB".
+	DailyBytesPerIP Size `toml:"daily_bytes_per_ip"`
+	// MaxConnsPerIP caps a client's open connections.
+	MaxConnsPerIP int `toml:"max_conns_per_ip"`
+	// TrustedProxies are the peers (IPs or CIDRs) whose X-Forwarded-For names the client.
+	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
 // Admin configures the operator endpoints under /admin/ (cache stats and purge).
@@ -344,6 +361,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.S3.Enabled() && c.Cache.Disabled {
 		return errors.New("cache.s3: the shared tier needs the local cache (cache.disabled = false)")
+	}
+	if l := c.Limits; l.RequestsPerSecond < 0 || l.Burst < 0 || l.MaxBlobsPerIP < 0 || l.DailyBytesPerIP < 0 || l.MaxConnsPerIP < 0 {
+		return errors.New("limits: values must not be negative (0 turns a limit off)")
 	}
 	if c.Cache.MaxSize < 0 {
 		return errors.New("cache.max_size: must be positive")
