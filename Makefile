@@ -32,10 +32,13 @@ test-e2e: ## real registry, token server, CDN and clients (crane, skopeo, docker
 
 test-race: test-unit
 
-fuzz: ## run every fuzz target for FUZZTIME each
-	@for pkg in $(UNIT_PKGS); do \
+fuzz: ## run every fuzz target for FUZZTIME each, and keep what it found in testdata/fuzz
+	@cache=$$($(GO) env GOCACHE)/fuzz; \
+	for pkg in $(UNIT_PKGS); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg 2>/dev/null | grep ^Fuzz); do \
 	    echo "fuzz $$pkg $$f"; $(GO) test -run=NONE -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	    if [ -d "$$cache/$$pkg/$$f" ]; then mkdir -p "$$dir/testdata/fuzz/$$f" && cp -n "$$cache/$$pkg/$$f"/* "$$dir/testdata/fuzz/$$f/"; fi; \
 	  done; \
 	done
 
