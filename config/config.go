@@ -28,6 +28,7 @@ const (
 	DefaultManifestTTL      = 5 * time.Minute
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "text"
+	DefaultTokenTTL         = 5 * time.Minute
 	DefaultS3Region         = "us-east-1"
 	DefaultS3Prefix         = "docxy/"
 	DefaultACMECacheDir     = "docxy-acme"
@@ -49,6 +50,7 @@ type Config struct {
 	Log        Log        `toml:"log"`
 	Admin      Admin      `toml:"admin"`
 	Limits     Limits     `toml:"limits"`
+	Auth       Auth       `toml:"auth"`
 	Registries []Registry `toml:"registry"`
 }
 
@@ -66,6 +68,36 @@ type Limits struct {
 	MaxConnsPerIP int `toml:"max_conns_per_ip"`
 	// TrustedProxies are the peers (IPs or CIDRs) whose X-Forwarded-For names the client.
 	TrustedProxies []string `toml:"trusted_proxies"`
+}
+
+// Auth turns on mirror accounts: clients must `docker login` to the mirror with one of these
+// users, the mirror issues its own short-lived tokens, and upstream it uses its own configured
+// accounts ([[registry]] username/password and accounts). Off unless users are configured.
+type Auth struct {
+	// HtpasswdFile holds "user:bcrypt-hash" lines (htpasswd -B). Re-read on SIGHUP.
+	HtpasswdFile string `toml:"htpasswd_file"`
+	// Users are inline accounts: [[auth.users]] name = "...", password_hash = "$2y$..." (bcrypt).
+	Users []AuthUser `toml:"users"`
+	// TokenSecret signs the mirror's tokens (16+ bytes). Empty: random per process, so tokens do not
+	// survive a restart or work across replicas — set it when running several.
+	TokenSecret string `toml:"token_secret"`
+	// TokenTTL is how long a mirror token is valid. Default 5m.
+	TokenTTL Duration `toml:"token_ttl"`
+}
+
+// AuthUser is one mirror account.
+type AuthUser struct {
+	Name         string `toml:"name"`
+	PasswordHash string `toml:"password_hash"`
+}
+
+// Enabled reports whether mirror accounts are configured.
+func (a *Auth) Enabled() bool { return a.HtpasswdFile != "" || len(a.Users) > 0 }
+
+// Account is an upstream account of the mirror's own.
+type Account struct {
+	Username string `toml:"username"`
+	Password string `toml:"password"`
 }
 
 // Admin configures the operator endpoints under /admin/ (cache stats and purge).
@@ -193,6 +225,9 @@ type Registry struct {
 	// Username and Password are the mirror's own upstream account, used when the client sends none.
 	Username string `toml:"username"`
 	Password string `toml:"password"`
+	// Accounts are more upstream accounts of the mirror's own, used in turn with username/password
+	// so that one account's rate limit is not the mirror's: [[registry.accounts]] username, password.
+	Accounts []Account `toml:"accounts"`
 	// Allow and Deny are repository patterns checked before any upstream call ("library/*" matches
 	// one segment, "myorg/**" any depth), against the upstream name (with library/ added). A name
 	// matching a deny pattern, or no allow pattern when allow is set, gets 403 DENIED.
@@ -282,6 +317,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Cache.S3.Prefix == "" {
 		c.Cache.S3.Prefix = DefaultS3Prefix
+	}
+	if c.Auth.Enabled() && c.Auth.TokenTTL.Duration == 0 {
+		c.Auth.TokenTTL.Duration = DefaultTokenTTL
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
@@ -420,6 +458,11 @@ func (c *Config) validateRegistries() error {
 		}
 		if (r.Username == "") != (r.Password == "") {
 			return fmt.Errorf("%s: username and password must be set together", where)
+		}
+		for j, a := range r.Accounts {
+			if a.Username == "" || a.Password == "" {
+				return fmt.Errorf("%s.accounts[%d]: username and password must both be set", where, j)
+			}
 		}
 		if r.TokenRealm != "" {
 			if u, err := url.Parse(r.TokenRealm); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -79,7 +79,7 @@ deny = ["blocked/**"]
 		`docxy_requests_total{registry="hub",route="manifest",code="403"} 2`,
 		`docxy_requests_total{registry="hub",route="blob",code="502"} 1`,
 		`docxy_upstream_errors_total{registry="hub"} 1`,
-		`docxy_upstream_ratelimit_remaining{registry="hub"} -1`,
+		`docxy_upstream_ratelimit_remaining{registry="hub",account="anonymous"} -1`,
 		`process_resident_memory_bytes`,
 	} {
 		if !strings.Contains(body, want) {

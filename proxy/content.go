@@ -168,7 +168,7 @@ func (h *Handler) passThrough(ctx *fasthttp.RequestCtx, reg *upstream.Registry, 
 	req := newUpstreamRequest(ctx, reg, name, kind, ref)
 	defer fasthttp.ReleaseRequest(req)
 	resp := fasthttp.AcquireResponse()
-	if err := h.do(reg, req, resp, kind); err != nil {
+	if err := h.do(reg, req, resp, kind, accountClient); err != nil {
 		fasthttp.ReleaseResponse(resp)
 		h.log.Warn("upstream request failed", "registry", reg.Name, "path", string(ctx.Path()), "err", err)
 		writeUpstreamError(ctx, err)
@@ -180,7 +180,7 @@ func (h *Handler) passThrough(ctx *fasthttp.RequestCtx, reg *upstream.Registry, 
 		fasthttp.ReleaseResponse(resp)
 		resp = fasthttp.AcquireResponse()
 		req.Header.SetMethod(fasthttp.MethodGet)
-		if err := h.do(reg, req, resp, kind); err != nil {
+		if err := h.do(reg, req, resp, kind, accountClient); err != nil {
 			fasthttp.ReleaseResponse(resp)
 			writeUpstreamError(ctx, err)
 			return
@@ -190,10 +190,12 @@ func (h *Handler) passThrough(ctx *fasthttp.RequestCtx, reg *upstream.Registry, 
 }
 
 // do sends req upstream; blob downloads follow redirects (Docker Hub's 307 to its CDN) server-side.
-func (h *Handler) do(reg *upstream.Registry, req *fasthttp.Request, resp *fasthttp.Response, kind oci.Kind) error {
+// account names whose credentials req carries, for the per-account quota metric: an index of the
+// mirror's own accounts, accountAnonymous, or accountClient (the client's own credentials).
+func (h *Handler) do(reg *upstream.Registry, req *fasthttp.Request, resp *fasthttp.Response, kind oci.Kind, account int) error {
 	start := time.Now()
 	err := reg.Do(req, resp)
-	h.metrics.observeUpstream(reg, start, resp, err)
+	h.metrics.observeUpstream(reg, account, start, resp, err)
 	if err != nil {
 		return err
 	}

@@ -89,6 +89,7 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 			LibraryPrefix: rc.LibraryPrefix,
 			Username:      rc.Username,
 			Password:      rc.Password,
+			Accounts:      accounts(rc.Accounts),
 			TokenRealm:    rc.TokenRealm,
 			TokenService:  rc.TokenService,
 			Timeout:       cfg.Server.UpstreamTimeout.Duration,
@@ -166,6 +167,14 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 	h.metrics = newHandlerMetrics(h, prevMetrics)
 	h.router = h.routes()
 	return h, nil
+}
+
+func accounts(in []config.Account) []upstream.Account {
+	out := make([]upstream.Account, len(in))
+	for i, a := range in {
+		out[i] = upstream.Account{Username: a.Username, Password: a.Password}
+	}
+	return out
 }
 
 // Close releases pooled upstream connections.

@@ -244,7 +244,7 @@ func (h *Handler) mirrorDo(reg *upstream.Registry, name []byte, kind oci.Kind, r
 		req.Header.SetBytesV(fasthttp.HeaderAccept, accept)
 	}
 	scope := "repository:" + string(reg.UpstreamName(nil, name)) + ":pull"
-	auth, err := reg.MirrorAuthorization(scope)
+	auth, account, err := reg.MirrorAuthorization(scope)
 	if errors.Is(err, upstream.ErrTokenDenied) {
 		return errNotShareable
 	}
@@ -254,5 +254,5 @@ func (h *Handler) mirrorDo(reg *upstream.Registry, name []byte, kind oci.Kind, r
 	if auth != "" {
 		req.Header.Set(fasthttp.HeaderAuthorization, auth)
 	}
-	return h.do(reg, req, resp, kind)
+	return h.do(reg, req, resp, kind, account)
 }

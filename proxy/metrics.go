@@ -39,8 +39,16 @@ type registryMetrics struct {
 	bytesSent       [numRoutes]*metrics.Counter
 	upstreamLatency *metrics.Histogram
 	upstreamErrors  *metrics.Counter
-	rateRemaining   atomic.Int64 // last ratelimit-remaining seen upstream, -1 until then
+	// rateRemaining is the last ratelimit-remaining seen upstream, -1 until then: [0] for the
+	// mirror's anonymous requests, [i+1] for its account i.
+	rateRemaining []atomic.Int64
 }
+
+// Accounts of the per-account quota metric besides the mirror's own (0, 1, ...).
+const (
+	accountAnonymous = -1
+	accountClient    = -2 // the client's own credentials: not the mirror's quota
+)
 
 type handlerMetrics struct {
 	set      *metrics.Set
@@ -73,8 +81,7 @@ func (m *handlerMetrics) addRegistries(h *Handler) {
 			m.byReg[reg] = rm
 			continue
 		}
-		rm := &registryMetrics{}
-		rm.rateRemaining.Store(-1)
+		rm := &registryMetrics{rateRemaining: make([]atomic.Int64, reg.Accounts()+1)}
 		for route := range numRoutes {
 			for _, code := range trackedCodes {
 				rm.requests[route] = append(rm.requests[route], m.set.NewCounter(fmt.Sprintf(
@@ -86,9 +93,16 @@ func (m *handlerMetrics) addRegistries(h *Handler) {
 		}
 		rm.upstreamLatency = m.set.NewHistogram(fmt.Sprintf(`docxy_upstream_response_seconds{registry=%q}`, reg.Name))
 		rm.upstreamErrors = m.set.NewCounter(fmt.Sprintf(`docxy_upstream_errors_total{registry=%q}`, reg.Name))
-		m.set.NewGauge(fmt.Sprintf(`docxy_upstream_ratelimit_remaining{registry=%q}`, reg.Name), func() float64 {
-			return float64(rm.rateRemaining.Load())
-		})
+		for i := range rm.rateRemaining {
+			rm.rateRemaining[i].Store(-1)
+			account := "anonymous"
+			if i > 0 {
+				account = fmt.Sprintf("account-%d", i)
+			}
+			m.set.NewGauge(fmt.Sprintf(`docxy_upstream_ratelimit_remaining{registry=%q,account=%q}`, reg.Name, account), func() float64 {
+				return float64(rm.rateRemaining[i].Load())
+			})
+		}
 		m.byReg[reg] = rm
 		m.byName[reg.Name] = rm
 	}
@@ -139,7 +153,7 @@ func (m *handlerMetrics) observe(ctx *fasthttp.RequestCtx, reg *upstream.Registr
 
 // observeUpstream records how long the upstream took to answer and the Docker Hub quota it reports
 // (ratelimit-remaining: 76;w=21600), so operators see the quota before it runs out.
-func (m *handlerMetrics) observeUpstream(reg *upstream.Registry, start time.Time, resp *fasthttp.Response, err error) {
+func (m *handlerMetrics) observeUpstream(reg *upstream.Registry, account int, start time.Time, resp *fasthttp.Response, err error) {
 	rm := m.byReg[reg]
 	if rm == nil {
 		return
@@ -149,12 +163,16 @@ func (m *handlerMetrics) observeUpstream(reg *upstream.Registry, start time.Time
 		return
 	}
 	rm.upstreamLatency.UpdateDuration(start)
+	slot := account + 1
+	if slot < 0 || slot >= len(rm.rateRemaining) {
+		return // the client's own quota, or an account added by a reload
+	}
 	if v := resp.Header.Peek("Ratelimit-Remaining"); len(v) > 0 {
 		if i := bytes.IndexByte(v, ';'); i >= 0 {
 			v = v[:i]
 		}
 		if n, err := parseUint(bytes.TrimSpace(v)); err == nil {
-			rm.rateRemaining.Store(n)
+			rm.rateRemaining[slot].Store(n)
 		}
 	}
 }

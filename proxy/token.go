@@ -80,7 +80,8 @@ func (h *Handler) serveToken(ctx *fasthttp.RequestCtx) {
 		req.Header.SetBytesV(fasthttp.HeaderAuthorization, auth)
 	case reg.HasAccount() && params.Get("username") == "" && params.Get("refresh_token") == "":
 		// An anonymous client borrows the mirror's own upstream account (and its higher rate limit).
-		req.Header.Set(fasthttp.HeaderAuthorization, reg.BasicAuth())
+		basic, _ := reg.BasicAuth()
+		req.Header.Set(fasthttp.HeaderAuthorization, basic)
 	}
 	if err := reg.DoAuth(req, resp); err != nil {
 		h.log.Warn("token request failed", "registry", reg.Name, "realm_host", u.Host, "err", err)

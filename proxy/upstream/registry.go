@@ -37,6 +37,8 @@ type Options struct {
 	LibraryPrefix bool
 	// Username and Password are the mirror's own account; empty means anonymous.
 	Username, Password string
+	// Accounts are more accounts of the mirror's own, used in turn with Username/Password.
+	Accounts []Account
 	// TokenRealm and TokenService override the discovered challenge.
 	TokenRealm, TokenService string
 	// Timeout bounds connecting and each wait for bytes. Default DefaultTimeout.
@@ -49,6 +51,9 @@ type Options struct {
 	UserAgent string
 }
 
+// Account is an upstream account of the mirror's own.
+type Account struct{ Username, Password string }
+
 // Registry is one upstream registry: a pooled connection to its host, the cached auth challenge,
 // and clients for its token server and blob redirect targets. It is safe for concurrent use.
 type Registry struct {
@@ -57,9 +62,10 @@ type Registry struct {
 	// Scheme and Host address the registry ("https", "registry-1.docker.io").
 	Scheme, Host string
 
-	opts      Options
-	basicAuth string // "Basic ..." for the mirror's own account, or ""
-	baseURL   string // scheme://host
+	opts     Options
+	accounts []string      // "Basic ..." for each of the mirror's own accounts; empty: anonymous
+	next     atomic.Uint32 // round robin over accounts
+	baseURL  string        // scheme://host
 
 	client    *fasthttp.HostClient // the registry host, bodies streamed
 	redirects *fasthttp.Client     // blob redirect targets (CDNs), bodies streamed
@@ -102,7 +108,10 @@ func New(o Options) (*Registry, error) {
 		userAgent:     o.UserAgent,
 	}
 	if o.Username != "" {
-		r.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(o.Username+":"+o.Password))
+		o.Accounts = append([]Account{{o.Username, o.Password}}, o.Accounts...)
+	}
+	for _, a := range o.Accounts {
+		r.accounts = append(r.accounts, "Basic "+base64.StdEncoding.EncodeToString([]byte(a.Username+":"+a.Password)))
 	}
 	hostname := u.Hostname()
 	r.privateHost = hostIsPrivate(hostname)
@@ -167,10 +176,20 @@ func New(o Options) (*Registry, error) {
 func (r *Registry) BaseURL() string { return r.baseURL }
 
 // HasAccount reports whether the mirror has its own upstream account for this registry.
-func (r *Registry) HasAccount() bool { return r.basicAuth != "" }
+func (r *Registry) HasAccount() bool { return len(r.accounts) > 0 }
 
-// BasicAuth returns the Authorization value for the mirror's own account, or "".
-func (r *Registry) BasicAuth() string { return r.basicAuth }
+// Accounts returns how many upstream accounts of its own the mirror has for this registry.
+func (r *Registry) Accounts() int { return len(r.accounts) }
+
+// BasicAuth returns the Authorization value of the mirror's next account (they are used in turn,
+// so that one account's rate limit is not the mirror's), its index, or "" and -1 when anonymous.
+func (r *Registry) BasicAuth() (string, int) {
+	if len(r.accounts) == 0 {
+		return "", -1
+	}
+	i := int(r.next.Add(1)-1) % len(r.accounts)
+	return r.accounts[i], i
+}
 
 // SetRequestURI points req at path (which must start with "/") on the registry host.
 // query, when not empty, is appended after '?'.

@@ -34,6 +34,7 @@ var ErrTokenDenied = errors.New("upstream: the token server refused the mirror's
 type token struct {
 	value   string // "Bearer ..."
 	expires time.Time
+	account int // index of the mirror account it was issued to, -1 for anonymous
 }
 
 type tokenCache struct {
@@ -42,30 +43,31 @@ type tokenCache struct {
 }
 
 // MirrorAuthorization returns the Authorization value the mirror uses on its own behalf for
-// scope (e.g. "repository:library/nginx:pull"): a Bearer token fetched anonymously or with the
-// mirror's configured account, cached until shortly before it expires. It returns "" when the
-// registry needs no auth.
-func (r *Registry) MirrorAuthorization(scope string) (string, error) {
+// scope (e.g. "repository:library/nginx:pull"): a Bearer token fetched anonymously or with one of
+// the mirror's configured accounts (in turn), cached until shortly before it expires, and the
+// index of that account (-1: anonymous). It returns "" when the registry needs no auth.
+func (r *Registry) MirrorAuthorization(scope string) (string, int, error) {
 	c, err := r.Challenge()
 	if err != nil {
-		return "", err
+		return "", -1, err
 	}
 	switch c.Scheme {
 	case "":
-		return "", nil
+		return "", -1, nil
 	case "Basic":
-		return r.basicAuth, nil
+		a, i := r.BasicAuth()
+		return a, i, nil
 	}
 	now := time.Now()
 	r.tokens.mu.RLock()
 	t, ok := r.tokens.m[scope]
 	r.tokens.mu.RUnlock()
 	if ok && now.Before(t.expires) {
-		return t.value, nil
+		return t.value, t.account, nil
 	}
 	t, err = r.fetchToken(c, scope)
 	if err != nil {
-		return "", err
+		return "", -1, err
 	}
 	r.tokens.mu.Lock()
 	if len(r.tokens.m) >= maxCachedTokens {
@@ -80,7 +82,7 @@ func (r *Registry) MirrorAuthorization(scope string) (string, error) {
 	}
 	r.tokens.m[scope] = t
 	r.tokens.mu.Unlock()
-	return t.value, nil
+	return t.value, t.account, nil
 }
 
 func (r *Registry) fetchToken(c Challenge, scope string) (token, error) {
@@ -101,8 +103,9 @@ func (r *Registry) fetchToken(c Challenge, scope string) (token, error) {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(u.String())
-	if r.basicAuth != "" {
-		req.Header.Set(fasthttp.HeaderAuthorization, r.basicAuth)
+	basic, account := r.BasicAuth()
+	if basic != "" {
+		req.Header.Set(fasthttp.HeaderAuthorization, basic)
 	}
 	if err := r.auth.Do(req, resp); err != nil {
 		return token{}, fmt.Errorf("cannot fetch token from %s: %w", u.Host, err)
@@ -129,5 +132,5 @@ func (r *Registry) fetchToken(c Challenge, scope string) (token, error) {
 	if life < minTokenLifetime {
 		life = minTokenLifetime
 	}
-	return token{value: "Bearer " + v, expires: time.Now().Add(life - tokenRefreshMargin)}, nil
+	return token{value: "Bearer " + v, expires: time.Now().Add(life - tokenRefreshMargin), account: account}, nil
 }
