@@ -75,7 +75,7 @@ func (h *Handler) serveBlob(ctx *fasthttp.RequestCtx, reg *upstream.Registry, ho
 	ctx.Response.ImmediateHeaderFlush = true // followers see headers before the first bytes arrive
 	// For the whole blob, the end of the body waits for the digest check: a blob that fails it
 	// aborts the connection instead of ending as a clean 200.
-	ctx.Response.SetBodyStream(&limitedReadCloser{r: r, left: n, verify: n == size}, int(n))
+	setBodyStream(ctx, &limitedReadCloser{r: r, left: n, verify: n == size}, int(n))
 }
 
 var errRangeNotFilled = errors.New("proxy: range request on a cold blob is forwarded, not filled")
@@ -225,7 +225,7 @@ func serveBlobFile(ctx *fasthttp.RequestCtx, f *os.File, size int64, ref, rangeH
 	b := fileBodyPool.Get().(*fileBody)
 	b.f = f
 	b.lr = io.LimitedReader{R: f, N: n}
-	ctx.Response.SetBodyStream(b, int(n))
+	setBodyStream(ctx, b, int(n))
 }
 
 var bodyCacheRead = oci.ErrorBody(oci.ErrorCodeUnavailable, "cannot read the cached blob")

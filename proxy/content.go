@@ -83,6 +83,13 @@ func (h *Handler) serveV2(ctx *fasthttp.RequestCtx) {
 		h.serveManifest(ctx, reg, hostMatched, name, ref)
 		return
 	}
+	if kind == oci.KindBlob && h.limiter != nil && ctx.IsGet() {
+		g, ok := h.admitBlob(ctx)
+		if !ok {
+			return
+		}
+		defer h.finishBlob(ctx, g)
+	}
 	if kind == oci.KindBlob && h.blobs != nil {
 		h.serveBlob(ctx, reg, hostMatched, name, ref)
 		return
@@ -167,8 +174,17 @@ func appendAccept(dst []byte, h *fasthttp.RequestHeader) []byte {
 func (h *Handler) passThrough(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, name []byte, kind oci.Kind, ref []byte) {
 	req := newUpstreamRequest(ctx, reg, name, kind, ref)
 	defer fasthttp.ReleaseRequest(req)
+	account := accountClient
+	if h.auth != nil {
+		var err error
+		if account, err = h.useMirrorAccount(req, reg, name); err != nil {
+			h.log.Warn("cannot get the mirror's upstream token", "registry", reg.Name, "err", err)
+			writeUpstreamError(ctx, err)
+			return
+		}
+	}
 	resp := fasthttp.AcquireResponse()
-	if err := h.do(reg, req, resp, kind, accountClient); err != nil {
+	if err := h.do(reg, req, resp, kind, account); err != nil {
 		fasthttp.ReleaseResponse(resp)
 		h.log.Warn("upstream request failed", "registry", reg.Name, "path", string(ctx.Path()), "err", err)
 		writeUpstreamError(ctx, err)
@@ -180,7 +196,7 @@ func (h *Handler) passThrough(ctx *fasthttp.RequestCtx, reg *upstream.Registry, 
 		fasthttp.ReleaseResponse(resp)
 		resp = fasthttp.AcquireResponse()
 		req.Header.SetMethod(fasthttp.MethodGet)
-		if err := h.do(reg, req, resp, kind, accountClient); err != nil {
+		if err := h.do(reg, req, resp, kind, account); err != nil {
 			fasthttp.ReleaseResponse(resp)
 			writeUpstreamError(ctx, err)
 			return
@@ -208,6 +224,13 @@ func (h *Handler) do(reg *upstream.Registry, req *fasthttp.Request, resp *fastht
 // relay writes the upstream response to the client and takes ownership of resp.
 func (h *Handler) relay(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, kind oci.Kind, ref []byte, resp *fasthttp.Response) {
 	status := resp.StatusCode()
+	if status == fasthttp.StatusUnauthorized && h.auth != nil {
+		// The mirror's own upstream account was refused: a client logged in to the mirror cannot
+		// fix that with a token, so do not send it round the token flow again.
+		fasthttp.ReleaseResponse(resp)
+		writeError(ctx, fasthttp.StatusForbidden, bodyMirrorAccountDenied)
+		return
+	}
 	ctx.SetStatusCode(status)
 	out := &ctx.Response.Header
 	copyResponseHeaders(out, &resp.Header)
@@ -229,12 +252,12 @@ func (h *Handler) relay(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMa
 		return
 	}
 	if size >= 0 {
-		ctx.Response.SetBodyStream(acquireUpstreamBody(resp, int64(size)), size)
+		setBodyStream(ctx, acquireUpstreamBody(resp, int64(size)), size)
 		return
 	}
 	if kind == oci.KindBlob {
 		// Rare: a blob without Content-Length. Stream it chunked rather than buffer a layer.
-		ctx.Response.SetBodyStream(acquireUpstreamBody(resp, -1), -1)
+		setBodyStream(ctx, acquireUpstreamBody(resp, -1), -1)
 		return
 	}
 	body, err := readAtMost(resp.BodyStream(), maxBufferedBodySize)

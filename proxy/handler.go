@@ -15,6 +15,8 @@ import (
 	"github.com/docxy/docxy/cache/s3"
 	"github.com/docxy/docxy/config"
 	"github.com/docxy/docxy/proxy/access"
+	"github.com/docxy/docxy/proxy/auth"
+	"github.com/docxy/docxy/proxy/limit"
 	"github.com/docxy/docxy/proxy/upstream"
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
@@ -53,7 +55,10 @@ type Handler struct {
 	cacheCfg                  config.Cache
 	rules                     map[*upstream.Registry]*access.Rules // registries with allow/deny lists
 	metrics                   *handlerMetrics
-	flight                    singleflight.Group // one upstream manifest fetch per key at a time
+	limiter                   *limit.Limiter      // nil when no [limits] are set
+	auth                      *auth.Authenticator // nil when mirror accounts are off
+	stop                      context.CancelFunc  // stops the limiter's sweeper
+	flight                    singleflight.Group  // one upstream manifest fetch per key at a time
 }
 
 // Options carries what New needs besides the configuration.
@@ -160,6 +165,28 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 	}
 	h.cacheCfg = cfg.Cache
 	h.adminToken = cfg.Admin.Token
+	if l := cfg.Limits; l.RequestsPerSecond > 0 || l.MaxBlobsPerIP > 0 || l.DailyBytesPerIP > 0 {
+		lim, err := limit.New(limit.Config{RequestsPerSecond: l.RequestsPerSecond, Burst: l.Burst,
+			MaxBlobsPerIP: l.MaxBlobsPerIP, DailyBytesPerIP: int64(l.DailyBytesPerIP), TrustedProxies: l.TrustedProxies})
+		if err != nil {
+			return nil, fmt.Errorf("limits: %w", err)
+		}
+		h.limiter = lim
+		ctx, cancel := context.WithCancel(context.Background())
+		h.stop = cancel
+		go lim.Run(ctx)
+	}
+	if a := cfg.Auth; a.Enabled() {
+		users := make([]auth.User, len(a.Users))
+		for i, u := range a.Users {
+			users[i] = auth.User{Name: u.Name, PasswordHash: u.PasswordHash}
+		}
+		authn, err := auth.New(auth.Config{HtpasswdFile: a.HtpasswdFile, Users: users, TokenSecret: a.TokenSecret, TokenTTL: a.TokenTTL.Duration})
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		h.auth = authn
+	}
 	var prevMetrics *handlerMetrics
 	if o.Previous != nil {
 		prevMetrics = o.Previous.metrics
@@ -177,8 +204,11 @@ func accounts(in []config.Account) []upstream.Account {
 	return out
 }
 
-// Close releases pooled upstream connections.
+// Close releases pooled upstream connections and stops background work.
 func (h *Handler) Close() {
+	if h.stop != nil {
+		h.stop()
+	}
 	for _, r := range h.registries {
 		r.Close()
 	}
@@ -241,7 +271,24 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 // itself: the router's catch-all would copy the path into a new string on every request. Every
 // other request goes through the router.
 func (h *Handler) dispatch(ctx *fasthttp.RequestCtx) {
-	if p := ctx.Path(); len(p) > len(prefixV2) && bytes.HasPrefix(p, prefixV2) && (ctx.IsGet() || ctx.IsHead()) {
+	p := ctx.Path()
+	v2 := bytes.HasPrefix(p, prefixV2)
+	if h.limiter != nil && (v2 || string(p) == PathToken) && !h.admit(ctx) {
+		return
+	}
+	if h.auth != nil && v2 {
+		if !h.authorized(ctx) {
+			_, hostMatched := h.pick(ctx)
+			h.challengeAccount(ctx, hostMatched)
+			return
+		}
+		if len(p) == len(prefixV2) && (ctx.IsGet() || ctx.IsHead()) {
+			ctx.SetContentTypeBytes(contentTypeJSON)
+			ctx.SetBodyString("{}")
+			return
+		}
+	}
+	if v2 && len(p) > len(prefixV2) && (ctx.IsGet() || ctx.IsHead()) {
 		h.serveV2(ctx)
 		return
 	}

@@ -13,6 +13,10 @@ import (
 // Every scope is kept (containerd sends several), library/ is added where the registry needs it,
 // and the client's own credentials pass through; without them the mirror's account is used.
 func (h *Handler) serveToken(ctx *fasthttp.RequestCtx) {
+	if h.auth != nil {
+		h.serveAccountToken(ctx)
+		return
+	}
 	reg, _ := h.pick(ctx)
 	post := ctx.IsPost()
 	var args *fasthttp.Args
