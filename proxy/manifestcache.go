@@ -164,6 +164,40 @@ func (c *manifestCache) stats() (entries int, size int64) {
 	return len(c.m), c.bytes
 }
 
+// acceptable finds a cached entry for the tag key prefix (the key without its mask byte) under
+// any Accept set whose media type the client's mask accepts. Only for serving stale content
+// when the upstream fails: up to 31 lookups.
+func (c *manifestCache) acceptable(prefix []byte, mask byte) *manifest {
+	key := append(make([]byte, 0, len(prefix)+1), prefix...)
+	key = append(key, 0)
+	for other := byte(1); other < 1<<5; other++ {
+		key[len(key)-1] = other
+		m := c.get(key)
+		if m != nil && mask&mediaTypeBit(m.contentType) != 0 {
+			return m
+		}
+	}
+	return nil
+}
+
+// mediaTypeBit returns the accept bit of a manifest media type, acceptOther for any other.
+func mediaTypeBit(ct []byte) byte {
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = bytes.TrimSpace(ct[:i])
+	}
+	switch {
+	case bytes.Equal(ct, mtOCIIndex):
+		return acceptOCIIndex
+	case bytes.Equal(ct, mtDockerList):
+		return acceptDockerList
+	case bytes.Equal(ct, mtOCIManifest):
+		return acceptOCIManifest
+	case bytes.Equal(ct, mtDockerManifest):
+		return acceptDockerManifest
+	}
+	return acceptOther
+}
+
 // Accept mask bits: which manifest media types the client accepts. Tag entries are keyed by the
 // mask so that a client asking only for Docker schema2 never gets a cached OCI index.
 const (

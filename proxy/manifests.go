@@ -98,6 +98,10 @@ func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry
 		return
 	}
 	var statusErr *upstreamStatusError
+	if m == nil && !isDigest && (errors.As(err, &statusErr) || isTransportError(err)) {
+		// Another client's Accept set may have cached this tag in a form this client takes.
+		m = mc.acceptable(kb.B[:len(kb.B)-1], mask)
+	}
 	switch {
 	case errors.Is(err, errNotShareable):
 		ctx.Response.Header.SetBytesV(HeaderXCache, cacheBypass)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -76,5 +77,19 @@ func TestAppendAcceptJoinsEveryLine(t *testing.T) {
 	}
 	if m := acceptMask([]byte(got)); m != acceptDockerManifest|acceptDockerList|acceptOCIIndex {
 		t.Fatalf("unexpected mask: got %05b", m)
+	}
+}
+
+func TestStaleManifestAcrossAcceptSets(t *testing.T) {
+	mc := newManifestCache(time.Minute, 1<<20)
+	prefix := appendManifestKey(nil, "hub", []byte("library/x"), []byte("latest"), 0)
+	prefix = prefix[:len(prefix)-1]
+	key := append(append([]byte(nil), prefix...), acceptDockerList|acceptDockerManifest|acceptOther)
+	mc.put(newManifest(string(key), []byte("{}"), mtDockerList, []byte("sha256:x"), 2))
+	if m := mc.acceptable(prefix, acceptAll); m == nil {
+		t.Fatalf("a client accepting manifest lists did not find the cached list")
+	}
+	if m := mc.acceptable(prefix, acceptOCIIndex|acceptOCIManifest); m != nil {
+		t.Fatalf("an OCI-only client got a Docker manifest list")
 	}
 }
