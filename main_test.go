@@ -1,7 +1,15 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -202,4 +210,102 @@ access_log = false
 	case <-time.After(10 * time.Second):
 		t.Fatalf("a client trickling its headers was not disconnected")
 	}
+}
+
+// TestPlainHTTPRedirectsToHTTPS: with both listeners on, plain HTTP answers 301 to the public HTTPS
+// URL, except /health; the HTTPS listener serves the registry API with the configured certificate.
+func TestPlainHTTPRedirectsToHTTPS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeSelfSigned(t, certFile, keyFile)
+	port, tlsPort := freePort(t), freePort(t)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:%d"
+tls_listen = "127.0.0.1:%d"
+public_base_url = "https://localhost:%d"
+[tls]
+cert_file = %q
+key_file = %q
+[cache]
+disabled = true
+[log]
+access_log = false
+`, port, tlsPort, tlsPort, certFile, keyFile)), "test")
+	if err != nil {
+		t.Fatalf("cannot parse config: %s", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run(cfg, "") }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		<-done
+	})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var resp *http.Response
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err = client.Get(fmt.Sprintf("http://127.0.0.1:%d/v2/library/nginx/manifests/latest", port))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("docxy does not listen: %s", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp.Body.Close()
+	if want := fmt.Sprintf("https://localhost:%d/v2/library/nginx/manifests/latest", tlsPort); resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != want {
+		t.Fatalf("unexpected answer on plain HTTP: %d Location %q; want 301 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	resp, err = client.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("unexpected /health on plain HTTP: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	pool := x509.NewCertPool()
+	certPEM, _ := os.ReadFile(certFile)
+	pool.AppendCertsFromPEM(certPEM)
+	tlsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+	resp, err = tlsClient.Get(fmt.Sprintf("https://127.0.0.1:%d/health", tlsPort))
+	if err != nil {
+		t.Fatalf("HTTPS with the configured certificate failed: %s", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("unexpected /health over HTTPS: %d", resp.StatusCode)
+	}
+}
+
+func writeSelfSigned(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pemEncode("CERTIFICATE", der), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pemEncode("EC PRIVATE KEY", keyDER), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func pemEncode(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }

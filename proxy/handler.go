@@ -256,11 +256,17 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	h.dispatch(ctx)
 	reg, _ := h.pick(ctx)
 	h.metrics.observe(ctx, reg)
+	bytes := ctx.Response.Header.ContentLength()
+	if ctx.IsHead() || bytes < 0 {
+		bytes = 0
+	}
+	// duration is the time to the response headers; a streamed body may take longer.
 	h.log.Info("request",
 		"registry", reg.Name,
 		"method", string(ctx.Method()),
 		"path", string(ctx.Path()),
 		"status", ctx.Response.StatusCode(),
+		"bytes", bytes,
 		"remote", ctx.RemoteIP().String(),
 		"duration", time.Since(start),
 		"cache", string(ctx.Response.Header.Peek(HeaderXCache)),
