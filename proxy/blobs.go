@@ -309,6 +309,9 @@ func (l *limitedReadCloser) Read(p []byte) (int, error) {
 	return 1, io.EOF
 }
 
+// WriteTo implements io.WriterTo, with few large writes (see upstreamBody.WriteTo).
+func (l *limitedReadCloser) WriteTo(w io.Writer) (int64, error) { return copyLarge(w, l) }
+
 func (l *limitedReadCloser) Close() error { return l.r.Close() }
 
 // parseRange reads a single "bytes=" range against size. It returns the start, the length and
