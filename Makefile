@@ -7,7 +7,7 @@ UNIT_PKGS := $(shell $(GO) list ./... | grep -v -e /e2e -e /bench)
 FUZZTIME  ?= 15s
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: build run tools test test-unit test-e2e test-race fuzz bench vet fmt check clean
+.PHONY: build run tools test test-unit test-e2e test-race fuzz bench loadtest vet fmt check clean
 
 build: ## static binary ./docxy
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o docxy .
@@ -26,6 +26,7 @@ test: tools vet test-unit test-e2e ## everything CI runs
 
 test-unit: ## unit, handler and fuzz-seed tests, with the race detector
 	$(GO) test -race -count=1 -timeout 10m $(UNIT_PKGS)
+	$(GO) test -count=1 -run=Test ./bench/ # the net/http baseline answers like docxy
 
 test-e2e: ## real registry, token server, CDN and clients (crane, skopeo, docker, ctr) on loopback
 	$(GO) test -count=1 -timeout 20m ./e2e/
@@ -43,7 +44,11 @@ fuzz: ## run every fuzz target for FUZZTIME each, and keep what it found in test
 	done
 
 bench: ## Go benchmarks: docxy (fasthttp) vs a net/http baseline; compare runs with benchstat
-	$(GO) test -run=NONE -bench=. -benchmem -count=6 ./bench/ | tee bench/bench.txt
+	$(GO) test -run=NONE -bench=. -benchmem -count=6 -timeout 30m ./bench/ | tee bench/bench.txt
+	bench/ratios.sh bench/bench.txt
+
+loadtest: ## out-of-process load test: docxy vs nginx proxy_pass vs net/http vs nginx direct (~10 min, 127.0.0.1 only)
+	TOOLS_BIN=$(TOOLS_BIN) GO=$(GO) bench/loadtest.sh | tee bench/loadtest.txt
 
 check: build ## validate config.toml.example
 	./docxy -check -config config.toml.example

@@ -138,8 +138,8 @@ func newUpstreamRequest(ctx *fasthttp.RequestCtx, reg *upstream.Registry, name [
 	defer bytebufferpool.Put(buf)
 	req.Header.SetMethodBytes(ctx.Method())
 	in := &ctx.Request.Header
-	if accept := appendAccept(buf.B[:0], in); len(accept) > 0 {
-		req.Header.SetBytesV(fasthttp.HeaderAccept, accept)
+	if buf.B = appendAccept(buf.B[:0], in); len(buf.B) > 0 { // stored back: the pool keeps the grown buffer
+		req.Header.SetBytesV(fasthttp.HeaderAccept, buf.B)
 	} else if kind == oci.KindManifest {
 		req.Header.SetBytesV(fasthttp.HeaderAccept, defaultAccept)
 	}
