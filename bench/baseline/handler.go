@@ -301,7 +301,7 @@ func serveUnsupported(w http.ResponseWriter, r *http.Request) {
 // (http.Transport waits for a free connection instead of failing, so there is no 503 "busy".)
 func writeUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, errForbiddenAddress) || errors.Is(err, errTooManyRedirects):
+	case errors.Is(err, upstream.ErrForbiddenAddress) || errors.Is(err, errTooManyRedirects):
 		writeJSON(w, r, http.StatusBadGateway, bodyBadRedirect)
 	case isTimeout(err):
 		writeJSON(w, r, http.StatusGatewayTimeout, bodyTimeout)

@@ -9,11 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/docxy/docxy/config"
@@ -31,7 +29,6 @@ const (
 )
 
 var (
-	errForbiddenAddress = errors.New("baseline: refusing to connect to a private or loopback address")
 	errTooManyRedirects = errors.New("baseline: too many redirects")
 )
 
@@ -85,7 +82,7 @@ func newRegistry(rc config.Registry, s config.Server, userAgent string) (*regist
 	if rc.Username != "" {
 		r.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(rc.Username+":"+rc.Password))
 	}
-	private := hostIsPrivate(u.Hostname())
+	private := upstream.HostIsPrivate(u.Hostname())
 	// The registry host is configured by the operator, so it may be private; redirect targets
 	// and token servers come from upstream answers and may only be private when it is.
 	r.client = newTransport(timeout, maxConns, true)
@@ -105,7 +102,7 @@ func newRegistry(rc config.Registry, s config.Server, userAgent string) (*regist
 // the environment, and docxy's progress timeout on every read and write.
 func newTransport(timeout time.Duration, maxConns int, allowPrivate bool) *http.Transport {
 	return &http.Transport{
-		DialContext:           newDialer(timeout, allowPrivate),
+		DialContext:           upstream.DialContext(timeout, allowPrivate),
 		MaxIdleConns:          0, // no global limit
 		MaxIdleConnsPerHost:   maxConns,
 		MaxConnsPerHost:       maxConns,
@@ -118,66 +115,6 @@ func newTransport(timeout time.Duration, maxConns int, allowPrivate bool) *http.
 		ReadBufferSize:        readBufferSize,
 		WriteBufferSize:       writeBufferSize,
 	}
-}
-
-// progressConn is docxy's upstream.progressConn: a fresh deadline on every read and write bounds
-// each wait for bytes instead of the whole transfer.
-type progressConn struct {
-	net.Conn
-	timeout time.Duration
-}
-
-// Read implements io.Reader with a fresh deadline per read.
-func (c *progressConn) Read(p []byte) (int, error) {
-	if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
-		return 0, err
-	}
-	return c.Conn.Read(p)
-}
-
-// Write implements io.Writer with a fresh deadline per write.
-func (c *progressConn) Write(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(p)
-}
-
-func newDialer(timeout time.Duration, allowPrivate bool) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-	if !allowPrivate {
-		d.Control = func(_, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil {
-				return fmt.Errorf("cannot parse dial address %q: %w", address, err)
-			}
-			if isPrivate(ap.Addr()) {
-				return fmt.Errorf("%w: %s", errForbiddenAddress, address)
-			}
-			return nil
-		}
-	}
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &progressConn{Conn: c, timeout: timeout}, nil
-	}
-}
-
-func isPrivate(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast()
-}
-
-func hostIsPrivate(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && isPrivate(a)
 }
 
 // appendUpstreamName appends the repository name as the upstream knows it (library/ added to

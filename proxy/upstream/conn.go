@@ -40,10 +40,11 @@ func (c *progressConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// newDialer returns a fasthttp dial function with a connect timeout and a progress timeout on every
-// read and write. When allowPrivate is false, addresses that are loopback, link-local, private or
-// unspecified are refused after DNS resolution (so a DNS name cannot smuggle them in).
-func newDialer(timeout time.Duration, allowPrivate bool) fasthttp.DialFuncWithTimeout {
+// DialContext returns a dial function (net/http's Transport.DialContext shape) with a connect
+// timeout and a progress timeout on every read and write. When allowPrivate is false, addresses
+// that are loopback, link-local, private or unspecified are refused after DNS resolution and
+// before connecting (so a DNS name cannot smuggle them in).
+func DialContext(timeout time.Duration, allowPrivate bool) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	if !allowPrivate {
 		d.Control = func(_, address string, _ syscall.RawConn) error {
@@ -57,17 +58,25 @@ func newDialer(timeout time.Duration, allowPrivate bool) fasthttp.DialFuncWithTi
 			return nil
 		}
 	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &progressConn{Conn: c, timeout: timeout}, nil
+	}
+}
+
+// newDialer adapts DialContext to fasthttp.
+func newDialer(timeout time.Duration, allowPrivate bool) fasthttp.DialFuncWithTimeout {
+	dial := DialContext(timeout, allowPrivate)
 	return func(addr string, t time.Duration) (net.Conn, error) {
 		if t <= 0 || t > timeout {
 			t = timeout
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), t)
 		defer cancel()
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return &progressConn{Conn: c, timeout: timeout}, nil
+		return dial(ctx, "tcp", addr)
 	}
 }
 
@@ -77,9 +86,9 @@ func isPrivate(a netip.Addr) bool {
 		a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast()
 }
 
-// hostIsPrivate reports whether host (a name or an IP, without port) is loopback or private.
+// HostIsPrivate reports whether host (a name or an IP, without port) is loopback or private.
 // Names other than localhost are treated as public: their addresses are checked at dial time.
-func hostIsPrivate(host string) bool {
+func HostIsPrivate(host string) bool {
 	if host == "localhost" {
 		return true
 	}

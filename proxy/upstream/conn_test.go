@@ -41,8 +41,8 @@ func TestDialerRefusesPrivateAddresses(t *testing.T) {
 func TestHostIsPrivate(t *testing.T) {
 	f := func(host string, want bool) {
 		t.Helper()
-		if got := hostIsPrivate(host); got != want {
-			t.Fatalf("unexpected hostIsPrivate(%q): got %v; want %v", host, got, want)
+		if got := HostIsPrivate(host); got != want {
+			t.Fatalf("unexpected HostIsPrivate(%q): got %v; want %v", host, got, want)
 		}
 	}
 	f("localhost", true)

@@ -114,7 +114,7 @@ func New(o Options) (*Registry, error) {
 		r.accounts = append(r.accounts, "Basic "+base64.StdEncoding.EncodeToString([]byte(a.Username+":"+a.Password)))
 	}
 	hostname := u.Hostname()
-	r.privateHost = hostIsPrivate(hostname)
+	r.privateHost = HostIsPrivate(hostname)
 	addr := u.Host
 	if u.Port() == "" {
 		if u.Scheme == "https" {
