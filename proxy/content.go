@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"sync"
 	"time"
@@ -15,10 +14,6 @@ import (
 
 // HeaderXCache tells clients and logs whether the cache served a response: HIT, MISS or STALE.
 const HeaderXCache = "X-Cache"
-
-// maxBufferedBodySize caps the non-blob bodies docxy must buffer because the upstream sent them
-// without a Content-Length (clients need an exact length).
-const maxBufferedBodySize = 16 << 20
 
 var (
 	prefixV2      = []byte("/v2/")
@@ -210,7 +205,12 @@ func (h *Handler) passThrough(ctx *fasthttp.RequestCtx, reg *upstream.Registry, 
 // mirror's own accounts, accountAnonymous, or accountClient (the client's own credentials).
 func (h *Handler) do(reg *upstream.Registry, req *fasthttp.Request, resp *fasthttp.Response, kind oci.Kind, account int) error {
 	start := time.Now()
-	err := reg.Do(req, resp)
+	var err error
+	if kind == oci.KindBlob {
+		err = reg.Do(req, resp)
+	} else {
+		err = reg.DoBuffered(req, resp)
+	}
 	h.metrics.observeUpstream(reg, account, start, resp, err)
 	if err != nil {
 		return err
@@ -251,22 +251,19 @@ func (h *Handler) relay(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMa
 		fasthttp.ReleaseResponse(resp)
 		return
 	}
+	if !resp.IsBodyStream() {
+		// Read whole by the buffered client: the exact length comes from the bytes themselves.
+		ctx.SetBody(resp.Body())
+		fasthttp.ReleaseResponse(resp)
+		return
+	}
 	if size >= 0 {
 		setBodyStream(ctx, acquireUpstreamBody(resp, int64(size)), size)
 		return
 	}
-	if kind == oci.KindBlob {
-		// Rare: a blob without Content-Length. Stream it chunked rather than buffer a layer.
-		setBodyStream(ctx, acquireUpstreamBody(resp, -1), -1)
-		return
-	}
-	body, err := readAtMost(resp.BodyStream(), maxBufferedBodySize)
-	fasthttp.ReleaseResponse(resp)
-	if err != nil {
-		writeError(ctx, fasthttp.StatusBadGateway, bodyTooLarge)
-		return
-	}
-	ctx.SetBody(body)
+	// Rare: a blob without Content-Length (only blobs are streamed). Stream it chunked rather
+	// than buffer a layer.
+	setBodyStream(ctx, acquireUpstreamBody(resp, -1), -1)
 }
 
 // rewriteChallenge points an upstream 401's realm at the mirror, keeping its service and scope.
@@ -302,20 +299,6 @@ func copyResponseHeaders(dst, src *fasthttp.ResponseHeader) {
 			dst.SetBytesKV(k, v)
 		}
 	}
-}
-
-func readAtMost(r io.Reader, limit int64) ([]byte, error) {
-	if r == nil {
-		return nil, nil
-	}
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, errors.New("proxy: upstream body too large")
-	}
-	return b, nil
 }
 
 // upstreamBody streams an upstream response body to the client and releases the response when

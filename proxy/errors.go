@@ -46,6 +46,8 @@ func writeUpstreamError(ctx *fasthttp.RequestCtx, err error) {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, bodyBusy)
 	case errors.Is(err, upstream.ErrForbiddenAddress) || errors.Is(err, upstream.ErrTooManyRedirects):
 		writeError(ctx, fasthttp.StatusBadGateway, bodyBadRedirect)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, fasthttp.StatusBadGateway, bodyTooLarge)
 	case upstream.IsTimeout(err):
 		writeError(ctx, fasthttp.StatusGatewayTimeout, bodyTimeout)
 	default:

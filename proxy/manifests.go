@@ -193,10 +193,10 @@ func (h *Handler) fetchManifest(reg *upstream.Registry, name, ref, method, accep
 		h.manifests.put(m)
 		return m, nil
 	}
-	body, err := readAtMost(resp.BodyStream(), oci.MaxManifestSize)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errManifestInvalid, err)
+	if len(resp.Body()) > oci.MaxManifestSize {
+		return nil, fmt.Errorf("%w: %d bytes", errManifestInvalid, len(resp.Body()))
 	}
+	body := append([]byte(nil), resp.Body()...) // resp is released on return; the cache keeps body
 	digest := computeDigest(ref, resp.Header.Peek(HeaderDockerContentDigest), body)
 	if oci.IsDigest(ref) && !bytes.Equal(digest, ref) {
 		return nil, fmt.Errorf("%w: got %s for %s", errManifestInvalid, digest, ref)

@@ -21,7 +21,9 @@ const (
 	DefaultMaxRedirects = 5
 	// MaxSmallBodySize caps bodies docxy reads whole from an upstream: challenges, tokens, errors.
 	MaxSmallBodySize = 64 << 10
-	challengeTTL     = time.Hour
+	// MaxBufferedBodySize caps manifests, tag lists and referrers read whole.
+	MaxBufferedBodySize = 16 << 20
+	challengeTTL        = time.Hour
 )
 
 // ErrTooManyRedirects is returned when a blob download is redirected more than MaxRedirects times.
@@ -67,7 +69,8 @@ type Registry struct {
 	next     atomic.Uint32 // round robin over accounts
 	baseURL  string        // scheme://host
 
-	client    *fasthttp.HostClient // the registry host, bodies streamed
+	client    *fasthttp.HostClient // the registry host, bodies streamed (blobs)
+	buffered  *fasthttp.HostClient // the registry host, small bodies read whole (manifests, tags)
 	redirects *fasthttp.Client     // blob redirect targets (CDNs), bodies streamed
 	auth      *fasthttp.Client     // token servers, small bodies
 
@@ -124,23 +127,30 @@ func New(o Options) (*Registry, error) {
 		}
 	}
 	// The registry host itself is configured by the operator, so it may be private.
-	r.client = &fasthttp.HostClient{
-		Addr:                          addr,
-		Name:                          o.UserAgent,
-		IsTLS:                         u.Scheme == "https",
-		DialTimeout:                   newDialer(o.Timeout, true),
-		MaxConns:                      o.MaxConns,
-		MaxConnWaitTimeout:            o.Timeout,
-		MaxIdleConnDuration:           90 * time.Second,
-		StreamResponseBody:            true,
-		DisableHeaderNamesNormalizing: false,
-		DisablePathNormalizing:        true,
-		NoDefaultUserAgentHeader:      o.UserAgent == "",
-		ReadBufferSize:                16 << 10,
-		WriteBufferSize:               4 << 10,
-		MaxIdemponentCallAttempts:     maxAttempts,
-		RetryIfErr:                    retryOnlyBrokenConns,
+	newHostClient := func(stream bool, maxBody int) *fasthttp.HostClient {
+		return &fasthttp.HostClient{
+			Addr:                          addr,
+			Name:                          o.UserAgent,
+			IsTLS:                         u.Scheme == "https",
+			DialTimeout:                   newDialer(o.Timeout, true),
+			MaxConns:                      o.MaxConns,
+			MaxConnWaitTimeout:            o.Timeout,
+			MaxIdleConnDuration:           90 * time.Second,
+			StreamResponseBody:            stream,
+			MaxResponseBodySize:           maxBody,
+			DisableHeaderNamesNormalizing: false,
+			DisablePathNormalizing:        true,
+			NoDefaultUserAgentHeader:      o.UserAgent == "",
+			ReadBufferSize:                16 << 10,
+			WriteBufferSize:               4 << 10,
+			MaxIdemponentCallAttempts:     maxAttempts,
+			RetryIfErr:                    retryOnlyBrokenConns,
+		}
 	}
+	r.client = newHostClient(true, 0)
+	// Manifests, tag lists and referrers are small: reading them whole saves fasthttp's streaming
+	// machinery per response and lets the server write header and body in one writev.
+	r.buffered = newHostClient(false, MaxBufferedBodySize)
 	// Redirect targets and token servers come from upstream answers: they may only be private
 	// when the registry itself is (a test or an on-premises setup).
 	r.redirects = &fasthttp.Client{
@@ -207,6 +217,12 @@ func (r *Registry) SetRequestURI(req *fasthttp.Request, path, query []byte) {
 // must close resp's body stream (fasthttp.ReleaseResponse does).
 func (r *Registry) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 	return r.client.Do(req, resp)
+}
+
+// DoBuffered is Do for small responses (manifests, tag lists, referrers): the body is read whole,
+// at most MaxBufferedBodySize bytes (fasthttp.ErrBodyTooLarge beyond).
+func (r *Registry) DoBuffered(req *fasthttp.Request, resp *fasthttp.Response) error {
+	return r.buffered.Do(req, resp)
 }
 
 // FollowRedirects follows 3xx answers to a blob request until a non-redirect response, at most
@@ -346,6 +362,7 @@ func (r *Registry) DoAuth(req *fasthttp.Request, resp *fasthttp.Response) error 
 // Close releases idle pooled connections.
 func (r *Registry) Close() {
 	r.client.CloseIdleConnections()
+	r.buffered.CloseIdleConnections()
 	r.redirects.CloseIdleConnections()
 	r.auth.CloseIdleConnections()
 }
