@@ -33,7 +33,6 @@ const (
 	DefaultS3Prefix         = "docxy/"
 	DefaultACMECacheDir     = "docxy-acme"
 	DefaultACMEDirectoryURL = "https://acme-v02.api.letsencrypt.org/directory"
-	DefaultAdminPath        = "/admin"
 	envConfig               = "DOCXY_CONFIG"
 	envCertPath             = "DOCXY_CERT_PATH"
 	envKeyPath              = "DOCXY_KEY_PATH"

@@ -458,7 +458,6 @@ func TestCacheSIGKILLMidDownload(t *testing.T) {
 	t.Logf("cache dir after restart: %v", cacheDirListing(t, dir))
 
 	tap.SetRate(0)
-	mark = tap.Mark()
 	c2 := newRegClient(m2.URL, "", "", nil)
 	start := time.Now()
 	resp2 := mustDo(t, c2, ctx, http.MethodGet, path, pullScope(repo), nil)

@@ -15,10 +15,6 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// blobWaitTimeout bounds how long a request waits for a cache fill to learn the blob's size
-// (the upstream's response headers) before it fetches the blob itself.
-const blobWaitTimeout = 2 * time.Minute
-
 var contentTypeOctetStream = []byte("application/octet-stream")
 
 // serveBlob serves a blob from the cache, from a download in progress, or by starting one:

@@ -34,13 +34,8 @@ var forwardedBlobHeaders = []string{
 
 // serveV2 serves GET and HEAD on /v2/<name>/{manifests,blobs,referrers}/<ref> and /v2/<name>/tags/list.
 // Names and references are validated here, so a malformed request never reaches the upstream.
-func (h *Handler) serveV2(ctx *fasthttp.RequestCtx) {
-	p := ctx.Path()
-	if !bytes.HasPrefix(p, prefixV2) {
-		serveNotFound(ctx)
-		return
-	}
-	name, kind, ref := oci.ParsePath(p[len(prefixV2):])
+func (h *Handler) serveV2(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool) {
+	name, kind, ref := oci.ParsePath(ctx.Path()[len(prefixV2):])
 	switch {
 	case kind == oci.KindInvalid:
 		serveNotFound(ctx)
@@ -59,7 +54,6 @@ func (h *Handler) serveV2(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, bodyDigestInvalid)
 		return
 	}
-	reg, hostMatched := h.pick(ctx)
 	if rules := h.rules[reg]; rules != nil {
 		buf := bytebufferpool.Get()
 		buf.B = reg.UpstreamName(buf.B[:0], name)

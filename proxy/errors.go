@@ -21,7 +21,6 @@ var (
 	bodyBusy             = oci.ErrorBody(oci.ErrorCodeUnavailable, "too many concurrent requests to the upstream registry; try again later")
 	bodyTooLarge         = oci.ErrorBody(oci.ErrorCodeSizeInvalid, "the upstream response is larger than docxy accepts for this kind of object")
 	bodyNoTokenAuth      = oci.ErrorBody(oci.ErrorCodeNotFound, "this registry does not use token authentication")
-	bodyBadTokenRequest  = oci.ErrorBody(oci.ErrorCodeUnsupported, "cannot read the token request form")
 	bodyBadRedirect      = oci.ErrorBody(oci.ErrorCodeUnavailable, "the upstream redirected the download somewhere docxy will not follow")
 )
 

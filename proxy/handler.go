@@ -221,8 +221,7 @@ func (h *Handler) routes() *router.Router {
 	r.HandleOPTIONS = false
 	r.GET("/v2/", h.servePing)
 	r.HEAD("/v2/", h.servePing)
-	r.GET("/v2/{path:*}", h.serveV2)
-	r.HEAD("/v2/{path:*}", h.serveV2)
+	// GET and HEAD on /v2/<name>/... never reach the router: dispatch serves them.
 	for _, m := range []string{fasthttp.MethodPost, fasthttp.MethodPut, fasthttp.MethodPatch, fasthttp.MethodDelete} {
 		r.Handle(m, "/v2/{path:*}", serveUnsupported)
 	}
@@ -246,15 +245,14 @@ func (h *Handler) routes() *router.Router {
 // ServeHTTP is the fasthttp.RequestHandler of the mirror.
 func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Docker-Distribution-Api-Version", "registry/2.0")
+	reg, hostMatched := h.pick(ctx)
 	if !h.accessLog {
-		h.dispatch(ctx)
-		reg, _ := h.pick(ctx)
+		h.dispatch(ctx, reg, hostMatched)
 		h.metrics.observe(ctx, reg)
 		return
 	}
 	start := time.Now()
-	h.dispatch(ctx)
-	reg, _ := h.pick(ctx)
+	h.dispatch(ctx, reg, hostMatched)
 	h.metrics.observe(ctx, reg)
 	bytes := ctx.Response.Header.ContentLength()
 	if ctx.IsHead() || bytes < 0 {
@@ -275,8 +273,8 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 
 // dispatch sends GET and HEAD on /v2/<name>/... straight to serveV2, which parses the path
 // itself: the router's catch-all would copy the path into a new string on every request. Every
-// other request goes through the router.
-func (h *Handler) dispatch(ctx *fasthttp.RequestCtx) {
+// other request goes through the router. reg and hostMatched are pick's answer, made once.
+func (h *Handler) dispatch(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool) {
 	p := ctx.Path()
 	v2 := bytes.HasPrefix(p, prefixV2)
 	if h.limiter != nil && (v2 || string(p) == PathToken) && !h.admit(ctx) {
@@ -284,7 +282,6 @@ func (h *Handler) dispatch(ctx *fasthttp.RequestCtx) {
 	}
 	if h.auth != nil && v2 {
 		if !h.authorized(ctx) {
-			_, hostMatched := h.pick(ctx)
 			h.challengeAccount(ctx, hostMatched)
 			return
 		}
@@ -295,7 +292,7 @@ func (h *Handler) dispatch(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if v2 && len(p) > len(prefixV2) && (ctx.IsGet() || ctx.IsHead()) {
-		h.serveV2(ctx)
+		h.serveV2(ctx, reg, hostMatched)
 		return
 	}
 	h.router.Handler(ctx)

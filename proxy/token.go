@@ -17,7 +17,7 @@ func (h *Handler) serveToken(ctx *fasthttp.RequestCtx) {
 		h.serveAccountToken(ctx)
 		return
 	}
-	reg, _ := h.pick(ctx)
+	reg, hostMatched := h.pick(ctx)
 	post := ctx.IsPost()
 	var args *fasthttp.Args
 	if post {
@@ -25,7 +25,8 @@ func (h *Handler) serveToken(ctx *fasthttp.RequestCtx) {
 	} else {
 		args = ctx.QueryArgs()
 	}
-	if _, routed := h.pickRouted(ctx); !routed {
+	// A registry named by Host or ?ns= wins; else the token request's service may name one.
+	if !hostMatched && h.byNS[string(ctx.QueryArgs().Peek("ns"))] == nil {
 		if r := h.registryByService(string(args.Peek("service"))); r != nil {
 			reg = r
 		}
@@ -106,18 +107,6 @@ func (h *Handler) serveToken(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-store")
 	ctx.SetBody(resp.Body())
-}
-
-// pickRouted is pick without the default: it says whether Host or ?ns= chose the registry.
-func (h *Handler) pickRouted(ctx *fasthttp.RequestCtx) (*upstream.Registry, bool) {
-	r, hostMatched := h.pick(ctx)
-	if hostMatched {
-		return r, true
-	}
-	if ns := ctx.QueryArgs().Peek("ns"); len(ns) > 0 && h.byNS[string(ns)] != nil {
-		return r, true
-	}
-	return r, false
 }
 
 // rewriteScope adds library/ to official-image scopes of registries that need it. A scope value
