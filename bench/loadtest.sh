@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Out-of-process load test: docxy, nginx proxy_pass (tuned) and the net/http baseline
 # (bench/cmd/baseline), each in turn in front of the same nginx upstream serving static manifests
-# and blobs, plus that upstream served directly. Prints one side-by-side table.
+# and blobs, plus that upstream served directly, plus docxy with its cache on and warmed (every
+# request a cache hit), which is compared with nginx serving the same files statically (direct).
+# Prints one side-by-side table.
 #
 #   bench/loadtest.sh            # or: make loadtest; about 10 minutes with the defaults
 #
@@ -17,7 +19,7 @@
 #   STREAMS=8        concurrent 1 GiB downloads in the memory phase
 #   ROUNDS=3         rounds over all targets, each in a rotated order; the table shows medians
 #   LOAD_CPU=0 SERVER_CPU=1
-#   TARGETS="docxy nginx nethttp direct"
+#   TARGETS="docxy nginx nethttp direct cache"
 #   NGINX_BUFFER=32k nginx proxy_buffer_size (its relay buffer with proxy_buffering off); 32k
 #                    matches the 32 KiB that docxy and the baseline copy blobs through
 #   TOOLS_BIN=$HOME/.cache/docxy-tools/bin   where bombardier is installed if missing
@@ -33,7 +35,7 @@ STREAMS=${STREAMS:-8}
 ROUNDS=${ROUNDS:-3}
 LOAD_CPU=${LOAD_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
-TARGETS=${TARGETS:-"docxy nginx nethttp direct"}
+TARGETS=${TARGETS:-"docxy nginx nethttp direct cache"}
 TOOLS_BIN=${TOOLS_BIN:-$HOME/.cache/docxy-tools/bin}
 NGINX_BUFFER=${NGINX_BUFFER:-32k}
 KEEP=${KEEP:-0}
@@ -216,6 +218,8 @@ http {
     access_log off;
     sendfile on;
     tcp_nopush on;
+    open_file_cache max=64 inactive=300s; # keep the files open: no open/fstat/close per request
+    open_file_cache_valid 300s;
     keepalive_requests 10000000;
     keepalive_timeout 300s;
     client_body_temp_path $WORK/nginx-tmp/body-$1;
@@ -281,14 +285,19 @@ http {
 EOF
 }
 
-docxy_conf() { # PORT UPPORT: the TOML docxy and the baseline both read
+docxy_conf() { # PORT UPPORT [CACHEDIR]: the TOML docxy and the baseline both read; the cache is
+	# off unless CACHEDIR is given
+	local cache='disabled = true'
+	[ -z "${3:-}" ] || cache="dir = \"$3\"
+max_size = \"4GiB\"
+manifest_ttl = \"1h\""
 	cat <<EOF
 [server]
 listen = "127.0.0.1:$1"
 public_base_url = "http://127.0.0.1:$1"
 
 [cache]
-disabled = true
+$cache
 
 [log]
 level = "warn"
@@ -347,7 +356,7 @@ measure() {
 wrk_field() { echo "$OUT" | sed -n "s/.*RESULT.* $1=\([0-9.]*\).*/\1/p"; }
 
 run_target() {
-	local target=$1 port pid url pids
+	local target=$1 port pid url pids i
 	port=$(free_port)
 	case $target in
 	docxy)
@@ -358,6 +367,11 @@ run_target() {
 		else
 			start "$SERVER_CPU" "$WORK/docxy.log" "$WORK/docxy" -config "$WORK/docxy.toml"
 		fi
+		;;
+	cache)
+		rm -rf "$WORK/cache-data"
+		docxy_conf "$port" "$UP" "$WORK/cache-data" >"$WORK/cache.toml"
+		start "$SERVER_CPU" "$WORK/cache.log" "$WORK/docxy" -config "$WORK/cache.toml"
 		;;
 	nethttp)
 		docxy_conf "$port" "$UP" >"$WORK/nethttp.toml"
@@ -381,6 +395,19 @@ run_target() {
 	for u in "$man" "$b64"; do
 		[ "$(curl -s -o /dev/null -w '%{http_code}' "$u")" = 200 ] || die "$target: GET $u failed"
 	done
+	if [ "$target" = cache ]; then # warm the cache, then check that every URL is a hit
+		curl -s -o /dev/null "$b1g" || die "cache: GET $b1g failed"
+		for u in "$man" "$b64" "$b1g"; do # a blob is a hit once committed (fsync) after its download
+			for i in $(seq 30); do
+				curl -s -o /dev/null -D "$WORK/hit.headers" "$u"
+				! grep -qi '^X-Cache: HIT' "$WORK/hit.headers" || break
+				sleep 1
+			done
+			grep -qi '^X-Cache: HIT' "$WORK/hit.headers" || die "cache: GET $u is not a cache hit: $(cat "$WORK/hit.headers")"
+		done
+		curl -s -I -o /dev/null -D "$WORK/hit.headers" "$man"
+		grep -qi '^X-Cache: HIT' "$WORK/hit.headers" || die "cache: HEAD $man is not a cache hit: $(cat "$WORK/hit.headers")"
+	fi
 	R[$target,rss_idle]=$(status_kib VmRSS $pids)
 	log "$target: pid $pid on CPU $SERVER_CPU, $url"
 
@@ -431,6 +458,7 @@ run_target() {
 	R[$target,rss_streams]=$(status_kib VmHWM $pids)
 
 	stop "$pid"
+	[ "$target" != cache ] || rm -rf "$WORK/cache-data"
 	record "$target"
 	log "$target: done"
 }
@@ -445,7 +473,8 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- table -------------------------------------------------------------------------------------
-name() { case $1 in docxy) echo docxy ;; nginx) echo "nginx proxy" ;; nethttp) echo "net/http" ;; direct) echo "direct nginx" ;; esac; }
+name() { case $1 in docxy) echo docxy ;; nginx) echo "nginx proxy" ;; nethttp) echo "net/http" ;; direct) echo "direct nginx" ;; cache) echo "docxy cache" ;; esac; }
+has() { [[ " $TARGETS " == *" $1 "* ]]; }
 v() { median ${M[$1,$2]:-}; }
 row() { # LABEL METRIC
 	local t
@@ -459,6 +488,9 @@ ratio() { # LABEL METRIC: docxy / each column
 	printf '%-44s' "$1"
 	for t in $TARGETS; do printf ' %13s' "$(calc "$d / $(v "$t" "$2")" 2)"; done
 	printf '\n'
+}
+pair() { # LABEL METRIC A B: A / B
+	printf '%-44s %13s\n' "$1" "$(calc "$(v "$3" "$2") / $(v "$4" "$2")" 2)"
 }
 rounds() { # LABEL METRIC: every round's value, per target
 	local t
@@ -498,17 +530,28 @@ row "peak RSS, 64 MiB c=$BLOB_CONNS + 1 GiB MiB" rss_blob
 row "RSS before ${STREAMS} x 1 GiB MiB" rss_before_streams
 row "peak RSS during ${STREAMS} x 1 GiB MiB" rss_streams
 echo
-echo "docxy / column (CPU: lower is better; req/s per core and MiB/s: higher is better)"
-ratio "manifest HEAD CPU per request" head.cpu100k
-ratio "manifest HEAD req/s per core" head.percore
-ratio "manifest GET CPU per request" get.cpu100k
-ratio "manifest GET req/s per core" get.percore
-ratio "64 MiB blobs CPU per GiB" b64.cpugib
-ratio "64 MiB blobs MiB/s" b64.mibs
-ratio "1 GiB stream CPU per GiB" b1g.cpugib
-ratio "1 GiB stream MiB/s" b1g.mibs
-ratio "${STREAMS} x 1 GiB CPU per GiB" streams.cpugib
-echo
+if has docxy; then
+	echo "docxy / column (CPU: lower is better; req/s per core and MiB/s: higher is better)"
+	ratio "manifest HEAD CPU per request" head.cpu100k
+	ratio "manifest HEAD req/s per core" head.percore
+	ratio "manifest GET CPU per request" get.cpu100k
+	ratio "manifest GET req/s per core" get.percore
+	ratio "64 MiB blobs CPU per GiB" b64.cpugib
+	ratio "64 MiB blobs MiB/s" b64.mibs
+	ratio "1 GiB stream CPU per GiB" b1g.cpugib
+	ratio "1 GiB stream MiB/s" b1g.mibs
+	ratio "${STREAMS} x 1 GiB CPU per GiB" streams.cpugib
+	echo
+fi
+if has cache && has direct; then
+	echo "cache hits: docxy cache / direct nginx serving the same files"
+	pair "manifest HEAD req/s per core" head.percore cache direct
+	pair "manifest GET req/s per core" get.percore cache direct
+	pair "64 MiB blobs CPU per GiB" b64.cpugib cache direct
+	pair "1 GiB stream CPU per GiB" b1g.cpugib cache direct
+	pair "${STREAMS} x 1 GiB CPU per GiB" streams.cpugib cache direct
+	echo
+fi
 echo "every round:"
 rounds "manifest HEAD CPU s / 100k req" head.cpu100k
 rounds "manifest GET CPU s / 100k req" get.cpu100k
