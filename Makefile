@@ -47,7 +47,7 @@ bench: ## Go benchmarks: docxy (fasthttp) vs a net/http baseline; compare runs w
 	$(GO) test -run=NONE -bench=. -benchmem -count=6 -timeout 30m ./bench/ | tee bench/bench.txt
 	bench/ratios.sh bench/bench.txt
 
-loadtest: ## out-of-process load test: docxy vs nginx proxy_pass vs net/http vs nginx direct (~10 min, 127.0.0.1 only)
+loadtest: ## out-of-process load test: docxy vs nginx proxy_pass vs net/http vs nginx static, plus docxy cache hits (~14 min, 127.0.0.1 only)
 	TOOLS_BIN=$(TOOLS_BIN) GO=$(GO) bench/loadtest.sh | tee bench/loadtest.txt
 
 check: build ## validate config.toml.example

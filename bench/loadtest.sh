@@ -5,7 +5,7 @@
 # request a cache hit), which is compared with nginx serving the same files statically (direct).
 # Prints one side-by-side table.
 #
-#   bench/loadtest.sh            # or: make loadtest; about 10 minutes with the defaults
+#   bench/loadtest.sh            # or: make loadtest; about 14 minutes with the defaults
 #
 # Everything listens on 127.0.0.1. The server under test runs alone on SERVER_CPU; the load
 # generator (wrk, bombardier, curl) and the upstream nginx share LOAD_CPU. Server CPU is read from
