@@ -19,6 +19,7 @@ const (
 	DefaultIdleTimeout      = 90 * time.Second
 	DefaultReadTimeout      = 30 * time.Second
 	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultIPv6Prefix       = 64
 	DefaultMaxConnsPerHost  = 512
 	DefaultMaxRedirects     = 5
 	DefaultDockerHubName    = "docker.io"
@@ -63,8 +64,11 @@ type Limits struct {
 	MaxBlobsPerIP int `toml:"max_blobs_per_ip"`
 	// DailyBytesPerIP caps the bytes a client may download per UTC day, e.g. "50GiB".
 	DailyBytesPerIP Size `toml:"daily_bytes_per_ip"`
-	// MaxConnsPerIP caps a client's open connections.
+	// MaxConnsPerIP caps a client's open connections (per address, also for IPv6).
 	MaxConnsPerIP int `toml:"max_conns_per_ip"`
+	// IPv6Prefix is the prefix length under which IPv6 addresses count as one client for the
+	// rate, blob and byte limits (default 64: one subscriber's allocation; 128: every address).
+	IPv6Prefix int `toml:"ipv6_prefix"`
 	// TrustedProxies are the peers (IPs or CIDRs) whose X-Forwarded-For names the client.
 	TrustedProxies []string `toml:"trusted_proxies"`
 }
@@ -290,6 +294,9 @@ func (c *Config) applyDefaults() {
 	if s.MaxConnsPerHost == 0 {
 		s.MaxConnsPerHost = DefaultMaxConnsPerHost
 	}
+	if c.Limits.IPv6Prefix == 0 {
+		c.Limits.IPv6Prefix = DefaultIPv6Prefix
+	}
 	if v := os.Getenv(envCertPath); v != "" {
 		c.TLS.CertFile = v
 	}
@@ -401,6 +408,9 @@ func (c *Config) Validate() error {
 	}
 	if l := c.Limits; l.RequestsPerSecond < 0 || l.Burst < 0 || l.MaxBlobsPerIP < 0 || l.DailyBytesPerIP < 0 || l.MaxConnsPerIP < 0 {
 		return errors.New("limits: values must not be negative (0 turns a limit off)")
+	}
+	if p := c.Limits.IPv6Prefix; p < 16 || p > 128 {
+		return fmt.Errorf("limits.ipv6_prefix: %d is not between 16 and 128 (64 counts one subscriber's /64 as one client)", p)
 	}
 	if c.Cache.MaxSize < 0 {
 		return errors.New("cache.max_size: must be positive")

@@ -80,6 +80,8 @@ func TestParseErrors(t *testing.T) {
 	f("[server]\ntls_listen = \":443\"", "tls.cert_file")
 	f("[cache]\nmax_size = \"lots\"", "size")
 	f("[log]\nlevel = \"loud\"", "log.level")
+	f("[limits]\nipv6_prefix = 8", "limits.ipv6_prefix")
+	f("[limits]\nipv6_prefix = 129", "limits.ipv6_prefix")
 	f("[[registry]]\nupstream = \"https://x\"", "name")
 	f("[[registry]]\nname = \"a\"\nupstream = \"x\"", "upstream")
 	f("[[registry]]\nname = \"a\"\nupstream = \"https://x/v2\"", "upstream")

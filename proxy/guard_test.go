@@ -48,6 +48,21 @@ func TestRequestRateLimit(t *testing.T) {
 	checkStatus(t, resp, http.StatusOK)
 }
 
+// TestRateLimitPerIPv6Prefix: behind a trusted load balancer, clients named by X-Forwarded-For
+// are limited per IPv6 /64, so hopping between addresses of one prefix gains nothing.
+func TestRateLimitPerIPv6Prefix(t *testing.T) {
+	up, _ := fakeHub(t, nil)
+	m := hubMirror(t, up.URL(), "[cache]\ndisabled = true\n[limits]\nrequests_per_second = 0.01\nburst = 1\ntrusted_proxies = [\"127.0.0.1\"]\n")
+	from := func(client string, want int) {
+		t.Helper()
+		resp, _ := m.do(t, "GET", "/v2/", http.Header{"X-Forwarded-For": {client}}, "")
+		checkStatus(t, resp, want)
+	}
+	from("2001:db8:1:2::1", http.StatusUnauthorized)            // the burst of this /64
+	from("2001:db8:1:2::dead:beef", http.StatusTooManyRequests) // same /64, another address
+	from("2001:db8:1:3::1", http.StatusUnauthorized)            // the next /64 is another client
+}
+
 func TestConcurrentBlobLimit(t *testing.T) {
 	for _, mode := range mirrorModes {
 		t.Run(mode.name, func(t *testing.T) {

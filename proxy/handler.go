@@ -167,7 +167,8 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 	h.adminToken = cfg.Admin.Token
 	if l := cfg.Limits; l.RequestsPerSecond > 0 || l.MaxBlobsPerIP > 0 || l.DailyBytesPerIP > 0 {
 		lim, err := limit.New(limit.Config{RequestsPerSecond: l.RequestsPerSecond, Burst: l.Burst,
-			MaxBlobsPerIP: l.MaxBlobsPerIP, DailyBytesPerIP: int64(l.DailyBytesPerIP), TrustedProxies: l.TrustedProxies})
+			MaxBlobsPerIP: l.MaxBlobsPerIP, DailyBytesPerIP: int64(l.DailyBytesPerIP), IPv6Prefix: l.IPv6Prefix,
+			TrustedProxies: l.TrustedProxies})
 		if err != nil {
 			return nil, fmt.Errorf("limits: %w", err)
 		}

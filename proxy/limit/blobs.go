@@ -12,7 +12,7 @@ func (l *Limiter) AcquireBlob(ip netip.Addr) (ok bool) {
 	if l == nil || l.maxBlobs == 0 {
 		return true
 	}
-	k := keyOf(ip)
+	k := l.keyOf(ip)
 	s := l.shardOf(k)
 	s.mu.Lock()
 	c, known := s.clients[k]
@@ -37,7 +37,7 @@ func (l *Limiter) ReleaseBlob(ip netip.Addr) {
 	if l == nil || l.maxBlobs == 0 {
 		return
 	}
-	k := keyOf(ip)
+	k := l.keyOf(ip)
 	s := l.shardOf(k)
 	s.mu.Lock()
 	if c, ok := s.clients[k]; ok && c.blobs > 0 {

@@ -22,7 +22,7 @@ func (l *Limiter) AddBytes(ip netip.Addr, n int64, now time.Time) {
 	}
 	ns := now.UnixNano()
 	today := utcDay(ns)
-	k := keyOf(ip)
+	k := l.keyOf(ip)
 	s := l.shardOf(k)
 	s.mu.Lock()
 	c, known := s.clients[k]
@@ -51,7 +51,7 @@ func (l *Limiter) OverBudget(ip netip.Addr, now time.Time) (over bool, retryAfte
 	}
 	ns := now.UnixNano()
 	today := utcDay(ns)
-	k := keyOf(ip)
+	k := l.keyOf(ip)
 	s := l.shardOf(k)
 	s.mu.Lock()
 	c, ok := s.clients[k]

@@ -61,6 +61,8 @@ func TestNewRejectsBadNumbers(t *testing.T) {
 	f(Config{Burst: -1}, "burst")
 	f(Config{MaxBlobsPerIP: -2}, "max blobs per IP")
 	f(Config{DailyBytesPerIP: -3}, "daily bytes per IP")
+	f(Config{IPv6Prefix: 8}, "IPv6 prefix")
+	f(Config{IPv6Prefix: 129}, "IPv6 prefix")
 }
 
 func TestClientIP(t *testing.T) {

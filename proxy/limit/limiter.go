@@ -26,6 +26,9 @@ const (
 	// NumShards is the number of independently locked shards the client table is split into.
 	NumShards = 64
 
+	// DefaultIPv6Prefix groups IPv6 clients by /64, the usual allocation of one subscriber.
+	DefaultIPv6Prefix = 64
+
 	// SweepInterval is how often Run calls Sweep.
 	SweepInterval = time.Minute
 
@@ -52,6 +55,12 @@ type Config struct {
 	// checked before a download starts, so the download that crosses it is finished. 0 turns it off.
 	DailyBytesPerIP int64
 
+	// IPv6Prefix is the prefix length under which IPv6 clients share one set of limits: a
+	// subscriber usually gets a whole /64 (or /56, /48) and may use any address in it, so counting
+	// single addresses would let one client spread over 2^64 of them. 0 means 64; 128 counts every
+	// address. IPv4 clients are counted per address.
+	IPv6Prefix int
+
 	// TrustedProxies lists the IPs or CIDRs (e.g. "10.0.0.0/8", "2001:db8::/32", "192.0.2.7")
 	// of load balancers whose X-Forwarded-For header is believed. Empty means X-Forwarded-For
 	// is ignored and the TCP peer is the client.
@@ -61,14 +70,15 @@ type Config struct {
 // Limiter tracks per-client state. All methods are safe for concurrent use, and a nil *Limiter
 // is valid and limits nothing.
 //
-// Clients are keyed by their 16-byte address (IPv4 as IPv4-mapped IPv6, zone dropped), so the
-// table holds no pointers for the GC to scan.
+// Clients are keyed by their 16-byte address (IPv4 as IPv4-mapped IPv6, zone dropped, IPv6 cut to
+// its IPv6Prefix), so the table holds no pointers for the GC to scan.
 type Limiter struct {
 	rate       float64 // tokens per nanosecond
 	burst      float64
 	maxBlobs   int32
 	dailyBytes int64
 	trusted    []netip.Prefix
+	v6bits     int // IPv6 prefix length that makes a client
 	shardCap   int // clients per shard before eviction: maxPerShard, smaller in tests
 	shards     [NumShards]shard
 }
@@ -104,6 +114,9 @@ func New(cfg Config) (*Limiter, error) {
 	if cfg.MaxBlobsPerIP < 0 || cfg.MaxBlobsPerIP > math.MaxInt32 {
 		return nil, fmt.Errorf("%w: max blobs per IP must be between 0 and %d; got %d", ErrInvalidConfig, math.MaxInt32, cfg.MaxBlobsPerIP)
 	}
+	if cfg.IPv6Prefix != 0 && (cfg.IPv6Prefix < 16 || cfg.IPv6Prefix > 128) {
+		return nil, fmt.Errorf("%w: IPv6 prefix must be between 16 and 128 (64 is one subscriber); got %d", ErrInvalidConfig, cfg.IPv6Prefix)
+	}
 	if cfg.DailyBytesPerIP < 0 {
 		return nil, fmt.Errorf("%w: daily bytes per IP must be >= 0; got %d", ErrInvalidConfig, cfg.DailyBytesPerIP)
 	}
@@ -113,6 +126,10 @@ func New(cfg Config) (*Limiter, error) {
 		maxBlobs:   int32(cfg.MaxBlobsPerIP),
 		dailyBytes: cfg.DailyBytesPerIP,
 		shardCap:   maxPerShard,
+		v6bits:     cfg.IPv6Prefix,
+	}
+	if l.v6bits == 0 {
+		l.v6bits = DefaultIPv6Prefix
 	}
 	if rps > 0 && cfg.Burst == 0 {
 		l.burst = max(1, math.Ceil(2*rps))
@@ -163,7 +180,20 @@ func (l *Limiter) Enabled() bool {
 	return l != nil && (l.rate > 0 || l.maxBlobs > 0 || l.dailyBytes > 0)
 }
 
-func keyOf(ip netip.Addr) key { return ip.As16() }
+// keyOf is the client an address belongs to: the address itself for IPv4, its IPv6Prefix for IPv6.
+func (l *Limiter) keyOf(ip netip.Addr) key {
+	k := ip.As16()
+	if ip.Is4() || ip.Is4In6() {
+		return k
+	}
+	i := l.v6bits / 8
+	if r := l.v6bits % 8; r != 0 {
+		k[i] &^= 0xff >> r
+		i++
+	}
+	clear(k[i:])
+	return k
+}
 
 func (l *Limiter) shardOf(k key) *shard {
 	// Fold both halves so IPv4 (which lives in the low half) and IPv6 both spread;

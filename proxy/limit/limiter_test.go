@@ -168,6 +168,46 @@ func TestBlobSlots(t *testing.T) {
 	}
 }
 
+// TestIPv6Prefix: one subscriber's /64 is one client, whichever of its addresses it uses, so a
+// client cannot escape its limits by hopping addresses; IPv4 stays per address.
+func TestIPv6Prefix(t *testing.T) {
+	f := func(prefix int, a, b string, same bool) {
+		t.Helper()
+		l := mustNew(t, Config{MaxBlobsPerIP: 1, IPv6Prefix: prefix})
+		if !l.AcquireBlob(netip.MustParseAddr(a)) {
+			t.Fatalf("prefix %d: the first blob of %s was refused", prefix, a)
+		}
+		if got := !l.AcquireBlob(netip.MustParseAddr(b)); got != same {
+			t.Fatalf("prefix %d: unexpected sharing of limits between %s and %s: got %v; want %v", prefix, a, b, got, same)
+		}
+	}
+	f(0, "2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", true) // default /64
+	f(0, "2001:db8:1:2::1", "2001:db8:1:3::1", false)
+	f(64, "2001:db8:1:2::1", "2001:db8:1:2:8000::1", true)
+	f(56, "2001:db8:1:200::1", "2001:db8:1:2ff::1", true)
+	f(56, "2001:db8:1:200::1", "2001:db8:1:300::1", false)
+	f(60, "2001:db8:1:20::1", "2001:db8:1:2f::1", true) // a prefix inside a byte
+	f(60, "2001:db8:1:20::1", "2001:db8:1:30::1", false)
+	f(128, "2001:db8:1:2::1", "2001:db8:1:2::2", false)
+	f(0, "192.0.2.1", "192.0.2.2", false)
+	f(0, "::ffff:192.0.2.1", "::ffff:192.0.2.2", false) // IPv4-mapped: still IPv4
+	f(0, "::ffff:192.0.2.1", "192.0.2.1", true)
+
+	// Rate and byte budgets go by the same key.
+	l := mustNew(t, Config{RequestsPerSecond: 1, Burst: 1, DailyBytesPerIP: 10})
+	a, b := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	if ok, _ := l.Allow(a, t0); !ok {
+		t.Fatalf("the first request of %s was refused", a)
+	}
+	if ok, _ := l.Allow(b, t0); ok {
+		t.Fatalf("%s got a token that %s of the same /64 had used", b, a)
+	}
+	l.AddBytes(a, 10, t0)
+	if over, _ := l.OverBudget(b, t0); !over {
+		t.Fatalf("%s is not over the budget that %s of the same /64 used up", b, a)
+	}
+}
+
 func TestDailyBudget(t *testing.T) {
 	l := mustNew(t, Config{DailyBytesPerIP: 1000})
 	now := time.Date(2025, 3, 14, 23, 59, 0, 0, time.FixedZone("CET", 3600)) // 22:59 UTC
@@ -261,11 +301,11 @@ func TestShardCap(t *testing.T) {
 		}
 		holders = append(holders, ip)
 	}
-	// A crowd far larger than the cap.
+	// A crowd far larger than the cap, each client in its own /64.
 	var b [16]byte
 	b[0] = 0x20
 	for i := 0; i < 3*shardCap*NumShards/2; i++ {
-		b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+		b[4], b[5], b[6], b[7] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
 		l.Allow(netip.AddrFrom16(b), t0)
 	}
 	if n := l.Len(); n > shardCap*NumShards {
@@ -294,8 +334,8 @@ func TestShardSpread(t *testing.T) {
 	l := mustNew(t, Config{RequestsPerSecond: 1})
 	seen := map[*shard]int{}
 	for i := 0; i < 4096; i++ {
-		seen[l.shardOf(keyOf(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})))]++
-		seen[l.shardOf(keyOf(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 6: byte(i >> 8), 7: byte(i)})))]++
+		seen[l.shardOf(l.keyOf(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})))]++
+		seen[l.shardOf(l.keyOf(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 6: byte(i >> 8), 7: byte(i)})))]++
 	}
 	if len(seen) != NumShards {
 		t.Fatalf("unexpected shards used: got %d; want %d", len(seen), NumShards)

@@ -14,7 +14,7 @@ func (l *Limiter) Allow(ip netip.Addr, now time.Time) (ok bool, retryAfter time.
 		return true, 0
 	}
 	ns := now.UnixNano()
-	k := keyOf(ip)
+	k := l.keyOf(ip)
 	s := l.shardOf(k)
 	s.mu.Lock()
 	c, known := s.clients[k]
