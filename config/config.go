@@ -133,6 +133,10 @@ type Server struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	// MaxConnsPerHost caps pooled connections to one upstream host. Default 512.
 	MaxConnsPerHost int `toml:"max_conns_per_host"`
+	// UpstreamIPVersion picks the address family for upstream connections: 0 tries both (IPv6
+	// first where the system prefers it, IPv4 after 300 ms), 4 or 6 only that one. For hosts
+	// whose IPv6 route is broken, or to choose which address Docker Hub rate-limits.
+	UpstreamIPVersion int `toml:"upstream_ip_version"`
 
 	publicBaseURLDerived bool
 }
@@ -387,6 +391,9 @@ func (c *Config) Validate() error {
 	}
 	if s.MaxConnsPerHost < 0 {
 		return errors.New("server.max_conns_per_host: must be positive")
+	}
+	if v := s.UpstreamIPVersion; v != 0 && v != 4 && v != 6 {
+		return fmt.Errorf("server.upstream_ip_version: %d is not 0 (both), 4 or 6", v)
 	}
 	if s.TLSListen != "" && !c.TLS.ACME.Enabled() && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		return errors.New("tls.cert_file and tls.key_file (or DOCXY_CERT_PATH and DOCXY_KEY_PATH), or tls.acme.domains, are required when server.tls_listen is set")

@@ -81,6 +81,7 @@ func TestParseErrors(t *testing.T) {
 	f("[cache]\nmax_size = \"lots\"", "size")
 	f("[log]\nlevel = \"loud\"", "log.level")
 	f("[limits]\nipv6_prefix = 8", "limits.ipv6_prefix")
+	f("[server]\nupstream_ip_version = 5", "server.upstream_ip_version")
 	f("[limits]\nipv6_prefix = 129", "limits.ipv6_prefix")
 	f("[[registry]]\nupstream = \"https://x\"", "name")
 	f("[[registry]]\nname = \"a\"\nupstream = \"x\"", "upstream")

@@ -99,6 +99,7 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 			TokenService:  rc.TokenService,
 			Timeout:       cfg.Server.UpstreamTimeout.Duration,
 			MaxConns:      cfg.Server.MaxConnsPerHost,
+			IPVersion:     cfg.Server.UpstreamIPVersion,
 			UserAgent:     "docxy/" + o.Version,
 		})
 		if err != nil {

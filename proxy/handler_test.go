@@ -237,6 +237,24 @@ func TestUpstreamUnreachable(t *testing.T) {
 	f("GET", "/auth/token?scope=repository:nginx:pull")
 }
 
+// TestUpstreamIPVersion: upstream_ip_version = 4 or 6 keeps upstream connections to that family;
+// the IPv4-only fake upstream is reached with 0 and 4 and not with 6.
+func TestUpstreamIPVersion(t *testing.T) {
+	up, _ := fakeHub(t, nil)
+	for _, tc := range []struct {
+		version int
+		want    int
+	}{{0, 401}, {4, 401}, {6, 502}} {
+		m := newMirror(t, testConfig(fmt.Sprintf("upstream_ip_version = %d", tc.version),
+			registryConfig("docker.io", up.URL(), `library_prefix = true`)))
+		resp, body := m.do(t, "GET", "/v2/", nil, "")
+		checkStatus(t, resp, tc.want)
+		if tc.want == 502 {
+			checkErrorBody(t, body, "UNAVAILABLE")
+		}
+	}
+}
+
 func TestUpstreamTimeout(t *testing.T) {
 	t.Parallel()
 	// The upstream accepts connections and reads requests but never answers.

@@ -67,16 +67,23 @@ func DialContext(timeout time.Duration, allowPrivate bool) func(ctx context.Cont
 	}
 }
 
-// newDialer adapts DialContext to fasthttp.
-func newDialer(timeout time.Duration, allowPrivate bool) fasthttp.DialFuncWithTimeout {
+// newDialer adapts DialContext to fasthttp. ipVersion 4 or 6 dials only that address family.
+func newDialer(timeout time.Duration, allowPrivate bool, ipVersion int) fasthttp.DialFuncWithTimeout {
 	dial := DialContext(timeout, allowPrivate)
+	network := "tcp"
+	switch ipVersion {
+	case 4:
+		network = "tcp4"
+	case 6:
+		network = "tcp6"
+	}
 	return func(addr string, t time.Duration) (net.Conn, error) {
 		if t <= 0 || t > timeout {
 			t = timeout
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), t)
 		defer cancel()
-		return dial(ctx, "tcp", addr)
+		return dial(ctx, network, addr)
 	}
 }
 

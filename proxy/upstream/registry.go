@@ -51,6 +51,8 @@ type Options struct {
 	MaxRedirects int
 	// UserAgent is sent on every upstream request.
 	UserAgent string
+	// IPVersion limits upstream connections to IPv4 (4) or IPv6 (6); 0 allows both.
+	IPVersion int
 }
 
 // Account is an upstream account of the mirror's own.
@@ -132,7 +134,7 @@ func New(o Options) (*Registry, error) {
 			Addr:                          addr,
 			Name:                          o.UserAgent,
 			IsTLS:                         u.Scheme == "https",
-			DialTimeout:                   newDialer(o.Timeout, true),
+			DialTimeout:                   newDialer(o.Timeout, true, o.IPVersion),
 			MaxConns:                      o.MaxConns,
 			MaxConnWaitTimeout:            o.Timeout,
 			MaxIdleConnDuration:           90 * time.Second,
@@ -156,7 +158,7 @@ func New(o Options) (*Registry, error) {
 	r.redirects = &fasthttp.Client{
 		Name:                      o.UserAgent,
 		NoDefaultUserAgentHeader:  o.UserAgent == "",
-		DialTimeout:               newDialer(o.Timeout, r.privateHost),
+		DialTimeout:               newDialer(o.Timeout, r.privateHost, o.IPVersion),
 		MaxConnsPerHost:           o.MaxConns,
 		MaxConnWaitTimeout:        o.Timeout,
 		MaxIdleConnDuration:       90 * time.Second,
@@ -169,7 +171,7 @@ func New(o Options) (*Registry, error) {
 	r.auth = &fasthttp.Client{
 		Name:                      o.UserAgent,
 		NoDefaultUserAgentHeader:  o.UserAgent == "",
-		DialTimeout:               newDialer(o.Timeout, r.privateHost),
+		DialTimeout:               newDialer(o.Timeout, r.privateHost, o.IPVersion),
 		MaxConnsPerHost:           64,
 		MaxConnWaitTimeout:        o.Timeout,
 		MaxResponseBodySize:       MaxSmallBodySize,
