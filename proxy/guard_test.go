@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/docxy/docxy/config"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -204,5 +206,47 @@ func TestMirrorAccounts(t *testing.T) {
 		if strings.Contains(a, tok.Token) || strings.HasPrefix(a, "Basic") {
 			t.Fatalf("client credentials reached the upstream: %q", a)
 		}
+	}
+}
+
+// TestReloadKeepsLimitState: a SIGHUP reload (New with Previous) that leaves [limits] alone keeps
+// every client's spent tokens and budget; changed limits start afresh.
+func TestReloadKeepsLimitState(t *testing.T) {
+	up, _ := fakeHub(t, nil)
+	build := func(limits string, prev *Handler) *Handler {
+		t.Helper()
+		cfg, err := config.Parse([]byte(testConfig("", registryConfig("docker.io", up.URL()))+"\n[cache]\ndisabled = true\n"+limits), "test")
+		if err != nil {
+			t.Fatalf("cannot parse config: %s", err)
+		}
+		h, err := New(cfg, Options{Version: "test", Previous: prev})
+		if err != nil {
+			t.Fatalf("cannot create handler: %s", err)
+		}
+		if prev != nil {
+			prev.Close()
+		}
+		return h
+	}
+	client := netip.MustParseAddr("192.0.2.1")
+	allowed := func(h *Handler) bool {
+		ok, _ := h.limiter.Allow(client, time.Now())
+		return ok
+	}
+	a := build("[limits]\nrequests_per_second = 0.01\nburst = 1\n", nil)
+	if !allowed(a) {
+		t.Fatalf("the first request was refused")
+	}
+	b := build("[limits]\nrequests_per_second = 0.01\nburst = 1\n", a)
+	if allowed(b) {
+		t.Fatalf("the reload with the same limits gave the client a fresh token")
+	}
+	if b.stop == nil || a.stop != nil {
+		t.Fatalf("the limiter's sweeper did not move to the new handler")
+	}
+	c := build("[limits]\nrequests_per_second = 0.01\nburst = 2\n", b)
+	defer c.Close()
+	if !allowed(c) {
+		t.Fatalf("changed limits kept the old state")
 	}
 }

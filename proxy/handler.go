@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,7 @@ type Handler struct {
 	limiter                   *limit.Limiter      // nil when no [limits] are set
 	auth                      *auth.Authenticator // nil when mirror accounts are off
 	stop                      context.CancelFunc  // stops the limiter's sweeper
+	limits                    config.Limits       // what limiter was built from
 	flight                    singleflight.Group  // one upstream manifest fetch per key at a time
 }
 
@@ -166,7 +168,13 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 	}
 	h.cacheCfg = cfg.Cache
 	h.adminToken = cfg.Admin.Token
-	if l := cfg.Limits; l.RequestsPerSecond > 0 || l.MaxBlobsPerIP > 0 || l.DailyBytesPerIP > 0 {
+	h.limits = cfg.Limits
+	if prev := o.Previous; prev != nil && prev.limiter != nil && sameLimits(prev.limits, cfg.Limits) {
+		// Unchanged limits keep their state across a reload: a client's spent budget, tokens
+		// and blob slots stay counted. The sweeper moves over with the limiter.
+		h.limiter, h.stop = prev.limiter, prev.stop
+		prev.stop = nil
+	} else if l := cfg.Limits; l.RequestsPerSecond > 0 || l.MaxBlobsPerIP > 0 || l.DailyBytesPerIP > 0 {
 		lim, err := limit.New(limit.Config{RequestsPerSecond: l.RequestsPerSecond, Burst: l.Burst,
 			MaxBlobsPerIP: l.MaxBlobsPerIP, DailyBytesPerIP: int64(l.DailyBytesPerIP), IPv6Prefix: l.IPv6Prefix,
 			TrustedProxies: l.TrustedProxies})
@@ -204,6 +212,12 @@ func accounts(in []config.Account) []upstream.Account {
 		out[i] = upstream.Account{Username: a.Username, Password: a.Password}
 	}
 	return out
+}
+
+// sameLimits reports whether a and b configure the same per-client limits.
+func sameLimits(a, b config.Limits) bool {
+	return a.RequestsPerSecond == b.RequestsPerSecond && a.Burst == b.Burst && a.MaxBlobsPerIP == b.MaxBlobsPerIP &&
+		a.DailyBytesPerIP == b.DailyBytesPerIP && a.IPv6Prefix == b.IPv6Prefix && slices.Equal(a.TrustedProxies, b.TrustedProxies)
 }
 
 // Close releases pooled upstream connections and stops background work.
