@@ -188,6 +188,11 @@ func run(cfg *config.Config, configPath string) error {
 			log.Warn("shutdown", "err", err)
 		}
 	}
+	if n, err := current.Load().SaveManifests(); err != nil {
+		log.Warn("shutdown: the next start re-fetches manifests", "err", err)
+	} else if n > 0 {
+		log.Info("manifest cache saved for the next start", "entries", n)
+	}
 	return nil
 }
 

@@ -230,6 +230,58 @@ func TestCacheSecondPullRevalidatesTagWithHEAD(t *testing.T) {
 	}
 }
 
+// TestCacheRestartKeepsManifests: docxy stopped with SIGTERM saves its manifest cache; the next
+// process on the same cache directory pulls the image again with one upstream HEAD per tag and
+// no GET at all (Docker Hub counts GETs of manifests against the pull limit, not HEADs).
+func TestCacheRestartKeepsManifests(t *testing.T) {
+	const ttl = time.Second
+	w := getWorld(t)
+	tap := startUpstreamTap(t, w.reg.URL)
+	dir := filepath.Join(t.TempDir(), "cache")
+	opts := mirrorOpts{Name: "restart-1", Upstream: tap.URL, ExtraTOML: cacheTOML(dir, "", ttl.String())}
+	img := w.seed.Alpine
+	tagPath := "/v2/" + img.Repo + "/manifests/" + img.Tag
+	crane := newCrane(t, "", "")
+	pull := func(m *mirror) {
+		t.Helper()
+		out := t.TempDir()
+		if _, err := crane.run(t, clientTimeout, "pull", "--format=oci", m.Host+"/"+img.Ref(), out); err != nil {
+			t.Fatal(err)
+		}
+		checkLayout(t, out, img)
+	}
+
+	first := startMirror(t, opts)
+	pull(first)
+	waitCacheIdle(t, first)
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if log := first.proc.LogTail(20); !strings.Contains(log, "manifest cache saved") {
+		t.Fatalf("docxy did not save its manifest cache at SIGTERM; log tail:\n%s", log)
+	}
+
+	opts.Name = "restart-2"
+	second := startMirror(t, opts)
+	time.Sleep(ttl + 200*time.Millisecond) // every tag restored is due for revalidation
+	mark := tap.Mark()
+	pull(second)
+	reqs := tap.Since(mark)
+	logTap(t, "pull after the restart", reqs)
+	heads := 0
+	for _, r := range reqs {
+		switch {
+		case r.Method == http.MethodGet && (strings.Contains(r.Path, "/blobs/") || strings.Contains(r.Path, "/manifests/")):
+			t.Errorf("pull after the restart: upstream GET %s; want none (manifests restored, blobs on disk)", r.Path)
+		case r.Method == http.MethodHead && r.Path == tagPath:
+			heads++
+		}
+	}
+	if heads == 0 {
+		t.Errorf("pull after the restart: no upstream HEAD %s; want the restored tag revalidated", tagPath)
+	}
+}
+
 func logTap(t *testing.T, what string, reqs []tapRequest) {
 	t.Helper()
 	count := map[string]int{}

@@ -235,11 +235,17 @@ type mirror struct {
 
 func newMirror(t *testing.T, cfgText string) *mirror {
 	t.Helper()
+	return newMirrorInDir(t, cfgText, t.TempDir()) // never the working directory
+}
+
+// newMirrorInDir is newMirror with the cache in dir, for tests that restart docxy on one cache.
+func newMirrorInDir(t *testing.T, cfgText, dir string) *mirror {
+	t.Helper()
 	cfg, err := config.Parse([]byte(cfgText), "test")
 	if err != nil {
 		t.Fatalf("cannot parse config: %s\n%s", err, cfgText)
 	}
-	cfg.Cache.Dir = t.TempDir() // never the working directory
+	cfg.Cache.Dir = dir
 	h, err := New(cfg, Options{Version: "test"})
 	if err != nil {
 		t.Fatalf("cannot create handler: %s", err)

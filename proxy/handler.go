@@ -149,6 +149,8 @@ func New(cfg *config.Config, o Options) (*Handler, error) {
 			return nil, fmt.Errorf("cannot open the cache in cache.dir %q: %w", cfg.Cache.Dir, err)
 		}
 		h.blobs = store
+		h.cacheCfg = cfg.Cache
+		h.loadManifests()
 		h.uploads = make(chan struct{}, maxSharedUploads)
 		h.sharedHits, h.sharedUploads = new(atomic.Int64), new(atomic.Int64)
 		if sc := cfg.Cache.S3; sc.Enabled() {

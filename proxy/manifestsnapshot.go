@@ -1,0 +1,139 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/gob"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The manifest cache lives in memory. At a graceful shutdown it is written to this file in the
+// cache directory and read back at the next start, so a restart costs a HEAD per tag (which
+// Docker Hub does not count as a pull) instead of a GET. The file is removed once read: after a
+// crash the cache starts empty rather than from an older snapshot that could bring back purged
+// entries.
+const manifestSnapshotFile = "manifests.snapshot"
+
+const manifestSnapshotVersion = 1
+
+type manifestSnapshot struct {
+	Version int
+	Entries []manifestSnapshotEntry
+}
+
+type manifestSnapshotEntry struct {
+	Key                       string
+	Body, ContentType, Digest []byte
+	Size                      int
+	Checked                   int64 // unix nanoseconds of the last upstream confirmation
+}
+
+// writeSnapshot writes every entry to w.
+func (c *manifestCache) writeSnapshot(w io.Writer) error {
+	c.mu.RLock()
+	snap := manifestSnapshot{Version: manifestSnapshotVersion, Entries: make([]manifestSnapshotEntry, 0, len(c.order))}
+	for _, k := range c.order { // oldest first, so that loading keeps the eviction order
+		if m, ok := c.m[k]; ok {
+			snap.Entries = append(snap.Entries, manifestSnapshotEntry{Key: k, Body: m.body, ContentType: m.contentType,
+				Digest: m.digest, Size: m.size, Checked: m.checked.Load()})
+		}
+	}
+	c.mu.RUnlock()
+	return gob.NewEncoder(w).Encode(&snap)
+}
+
+// readSnapshot adds the entries of a snapshot, dropping any whose body does not match its digest.
+// It returns how many it added.
+func (c *manifestCache) readSnapshot(r io.Reader) (int, error) {
+	var snap manifestSnapshot
+	if err := gob.NewDecoder(r).Decode(&snap); err != nil {
+		return 0, fmt.Errorf("cannot decode: %w", err)
+	}
+	if snap.Version != manifestSnapshotVersion {
+		return 0, fmt.Errorf("version %d is not %d", snap.Version, manifestSnapshotVersion)
+	}
+	n := 0
+	for _, e := range snap.Entries {
+		if e.Body != nil && !bodyMatchesDigest(e.Body, e.Digest) {
+			continue
+		}
+		m := newManifest(e.Key, e.Body, e.ContentType, e.Digest, e.Size)
+		m.checked.Store(e.Checked)
+		c.put(m)
+		n++
+	}
+	return n, nil
+}
+
+func bodyMatchesDigest(body, digest []byte) bool {
+	hexSum, ok := strings.CutPrefix(string(digest), "sha256:")
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256(body)
+	return hexSum == hex.EncodeToString(sum[:])
+}
+
+// SaveManifests writes the manifest cache to the cache directory for the next start to read.
+// docxy calls it once the servers have stopped. It does nothing when the cache is off.
+func (h *Handler) SaveManifests() (entries int, err error) {
+	if h.manifests == nil {
+		return 0, nil
+	}
+	path := filepath.Join(h.cacheCfg.Dir, manifestSnapshotFile)
+	f, err := os.CreateTemp(h.cacheCfg.Dir, manifestSnapshotFile+".*")
+	if err != nil {
+		return 0, fmt.Errorf("cannot save the manifest cache in cache.dir: %w", err)
+	}
+	defer os.Remove(f.Name()) // after a successful rename there is nothing left to remove
+	w := bufio.NewWriter(f)
+	err = h.manifests.writeSnapshot(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cannot save the manifest cache to %s: %w", path, err)
+	}
+	entries, _ = h.manifests.stats()
+	return entries, nil
+}
+
+// loadManifests reads and removes the snapshot SaveManifests left, if any.
+func (h *Handler) loadManifests() {
+	path := filepath.Join(h.cacheCfg.Dir, manifestSnapshotFile)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		h.log.Warn("cannot read the saved manifest cache; starting without it", "file", path, "err", err)
+		return
+	}
+	start := time.Now()
+	n, err := h.manifests.readSnapshot(bufio.NewReader(f))
+	f.Close()
+	if err != nil {
+		h.log.Warn("the saved manifest cache is unreadable; starting without it", "file", path, "err", err)
+	} else {
+		h.log.Info("manifest cache restored", "entries", n, "took", time.Since(start).Round(time.Millisecond))
+	}
+	if err := os.Remove(path); err != nil {
+		h.log.Warn("cannot remove the saved manifest cache after reading it", "file", path, "err", err)
+	}
+}

@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestManifestCacheSurvivesRestart: after a graceful shutdown the next start serves a tag after
+// one upstream HEAD (free on Docker Hub) instead of a GET, and a digest with no upstream request.
+func TestManifestCacheSurvivesRestart(t *testing.T) {
+	const path = "/v2/library/nginx/manifests/latest"
+	up, _ := fakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path {
+			http.NotFound(w, r)
+			return
+		}
+		writeManifestResponse(w, r, mtOCIIndexS, testManifest)
+	})
+	dir := t.TempDir()
+	cfg := testConfig(`upstream_timeout = "3s"`, registryConfig("docker.io", up.URL(), `library_prefix = true`),
+		"[cache]\nmanifest_ttl = \"1ns\"\n") // every tag is stale at once: the restart must revalidate
+	get := func(m *mirror, target, wantCache string) {
+		t.Helper()
+		resp, body := m.do(t, "GET", target, nil, "")
+		checkStatus(t, resp, 200)
+		if !bytes.Equal(body, testManifest) {
+			t.Fatalf("unexpected body: got %q; want %q", body, testManifest)
+		}
+		checkHeader(t, resp.Header, "X-Cache", wantCache)
+	}
+
+	first := newMirrorInDir(t, cfg, dir)
+	get(first, "/v2/nginx/manifests/latest", "MISS")
+	if n, err := first.h.SaveManifests(); err != nil || n == 0 {
+		t.Fatalf("unexpected SaveManifests: got %d entries, %v; want some, no error", n, err)
+	}
+	before := len(onlyPath(up.requests(), path))
+
+	second := newMirrorInDir(t, cfg, dir)
+	if _, err := os.Stat(filepath.Join(dir, manifestSnapshotFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the snapshot is still there after it was read: %v", err)
+	}
+	get(second, "/v2/nginx/manifests/latest", "HIT")
+	get(second, "/v2/nginx/manifests/"+digestOf(testManifest), "HIT")
+	// (The new process also discovers the upstream's challenge with GET /v2/ once.)
+	after := onlyPath(up.requests(), path)[before:]
+	if len(after) != 1 || after[0].Method != "HEAD" {
+		t.Fatalf("unexpected upstream manifest requests after the restart: got %v; want one HEAD", after)
+	}
+}
+
+// TestManifestSnapshotDropsBadEntries: an entry whose body does not match its digest is not
+// restored, and an unreadable snapshot does not stop docxy from starting.
+func TestManifestSnapshotDropsBadEntries(t *testing.T) {
+	c := newManifestCache(0, DefaultManifestCacheBytes)
+	good, bad := []byte(`{"schemaVersion":2}`), []byte(`{"schemaVersion":2,"tampered":true}`)
+	c.put(newManifest("good", good, []byte(mtOCIManifestS), []byte(digestOf(good)), len(good)))
+	c.put(newManifest("bad", bad, []byte(mtOCIManifestS), []byte(digestOf(good)), len(bad)))
+	c.put(newManifest("tag", nil, []byte(mtOCIManifestS), []byte(digestOf(good)), len(good))) // learned from a HEAD
+	var buf bytes.Buffer
+	if err := c.writeSnapshot(&buf); err != nil {
+		t.Fatalf("cannot write the snapshot: %s", err)
+	}
+	restored := newManifestCache(0, DefaultManifestCacheBytes)
+	if n, err := restored.readSnapshot(&buf); err != nil || n != 2 {
+		t.Fatalf("unexpected readSnapshot: got %d entries, %v; want 2, no error", n, err)
+	}
+	if restored.get([]byte("bad")) != nil || restored.get([]byte("good")) == nil || restored.get([]byte("tag")) == nil {
+		t.Fatalf("unexpected entries restored: want good and tag, not bad")
+	}
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, manifestSnapshotFile), []byte("not a snapshot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	up, _ := fakeHub(t, nil)
+	m := newMirrorInDir(t, testConfig("", registryConfig("docker.io", up.URL())), dir)
+	resp, _ := m.do(t, "GET", "/v2/", nil, "")
+	checkStatus(t, resp, http.StatusUnauthorized)
+	if _, err := os.Stat(filepath.Join(dir, manifestSnapshotFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the unreadable snapshot was not removed: %v", err)
+	}
+}
