@@ -272,10 +272,7 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	h.dispatch(ctx, reg, hostMatched)
 	h.metrics.observe(ctx, reg)
-	bytes := ctx.Response.Header.ContentLength()
-	if ctx.IsHead() || bytes < 0 {
-		bytes = 0
-	}
+	bytes := responseBytes(ctx)
 	// duration is the time to the response headers; a streamed body may take longer.
 	h.log.Info("request",
 		"registry", reg.Name,

@@ -142,13 +142,24 @@ func (m *handlerMetrics) observe(ctx *fasthttp.RequestCtx, reg *upstream.Registr
 		}
 	}
 	rm.requests[route][i].Inc()
-	n := ctx.Response.Header.ContentLength()
-	if n > 0 && !ctx.IsHead() {
+	n := responseBytes(ctx)
+	if n > 0 {
 		rm.bytesSent[route].Add(n)
-	} else {
-		n = 0
 	}
 	m.activity.request(ctx.Time(), n)
+}
+
+// responseBytes is the body length of the answer in ctx: the announced length of a streamed body
+// (blobs), the length of a body set whole (manifests, errors: fasthttp puts that one in the header
+// only when it writes it), 0 for HEAD.
+func responseBytes(ctx *fasthttp.RequestCtx) int {
+	switch {
+	case ctx.IsHead():
+		return 0
+	case ctx.Response.IsBodyStream():
+		return max(ctx.Response.Header.ContentLength(), 0)
+	}
+	return len(ctx.Response.Body())
 }
 
 // observeUpstream records how long the upstream took to answer and the Docker Hub quota it reports
