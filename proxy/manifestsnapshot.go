@@ -87,6 +87,9 @@ func (h *Handler) SaveManifests() (entries int, err error) {
 	if h.manifests == nil {
 		return 0, nil
 	}
+	if n, _ := h.manifests.stats(); n == 0 {
+		return 0, nil // nothing to keep: the start-up reads no file
+	}
 	path := filepath.Join(h.cacheCfg.Dir, manifestSnapshotFile)
 	f, err := os.CreateTemp(h.cacheCfg.Dir, manifestSnapshotFile+".*")
 	if err != nil {
