@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/docxy/docxy/config"
 	"github.com/docxy/docxy/proxy"
@@ -86,6 +87,9 @@ func run(cfg *config.Config, configPath string) error {
 	// current is swapped on SIGHUP; requests in flight finish on the handler they started with.
 	var current atomic.Pointer[proxy.Handler]
 	current.Store(h)
+	saveCtx, stopSaving := context.WithCancel(context.Background())
+	defer stopSaving()
+	go saveManifestsEvery(saveCtx, proxy.ManifestSnapshotInterval, &current, log)
 	serve := func(ctx *fasthttp.RequestCtx) { current.Load().ServeHTTP(ctx) }
 	defer func() { current.Load().Close() }()
 	if cfg.Server.PublicBaseURLDerived() {
@@ -188,12 +192,30 @@ func run(cfg *config.Config, configPath string) error {
 			log.Warn("shutdown", "err", err)
 		}
 	}
+	stopSaving()
 	if n, err := current.Load().SaveManifests(); err != nil {
 		log.Warn("shutdown: the next start re-fetches manifests", "err", err)
 	} else if n > 0 {
 		log.Info("manifest cache saved for the next start", "entries", n)
 	}
 	return nil
+}
+
+// saveManifestsEvery saves a changed manifest cache every interval, so that a restart after a
+// crash too finds the manifests and revalidates tags with HEAD instead of fetching them again.
+func saveManifestsEvery(ctx context.Context, interval time.Duration, current *atomic.Pointer[proxy.Handler], log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := current.Load().SaveManifests(); err != nil {
+				log.Warn("cannot save the manifest cache", "err", err)
+			}
+		}
+	}
 }
 
 // reloadConfig re-reads the configuration file and swaps in a handler built from it: registries,

@@ -118,6 +118,11 @@ func (h *Handler) serveAdminCache(ctx *fasthttp.RequestCtx) {
 			purged.Manifests = h.manifests.purgeDigest(digest)
 		}
 	case len(registry) > 0 && len(repo) > 0 && h.manifests != nil:
+		for _, r := range h.registries {
+			if r.Name == string(registry) {
+				repo = r.UpstreamName(nil, repo) // nginx is library/nginx on Docker Hub
+			}
+		}
 		prefix := append(append(append([]byte(nil), registry...), 0), repo...)
 		prefix = append(prefix, 0)
 		if len(ref) > 0 {
@@ -130,6 +135,12 @@ func (h *Handler) serveAdminCache(ctx *fasthttp.RequestCtx) {
 	}
 	h.log.Info("cache purge", "registry", string(registry), "repository", string(repo), "reference", string(ref),
 		"digest", string(digest), "blobs", purged.Blobs, "manifests", purged.Manifests)
+	if purged.Manifests > 0 {
+		// The saved copy must not bring the purged manifests back at the next start.
+		if _, err := h.SaveManifests(); err != nil {
+			h.log.Warn("cache purge: the saved manifest cache still holds the purged entries", "err", err)
+		}
+	}
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	_ = json.NewEncoder(ctx).Encode(purged)
 }

@@ -36,7 +36,7 @@ library_prefix = true
 		if ref[0] == 's' {
 			mask = 0
 		}
-		key := appendManifestKey(nil, "hub", []byte("nginx"), ref, mask)
+		key := appendManifestKey(nil, "hub", []byte("library/nginx"), ref, mask)
 		h.manifests.put(newManifest(string(key), body, mtOCIIndex, digest, len(body)))
 	}
 	var ctx fasthttp.RequestCtx

@@ -54,6 +54,10 @@ type manifestCache struct {
 	bytes int64
 
 	hits, misses, stale atomic.Int64
+
+	changes atomic.Int64 // bumped by every put and purge, so an unchanged cache is not saved again
+	saveMu  sync.Mutex   // serialises snapshots, so the last one written is the newest
+	savedAt int64        // changes when the snapshot on disk was taken (or read); saveMu protects it
 }
 
 func newManifestCache(ttl time.Duration, maxBytes int64) *manifestCache {
@@ -93,6 +97,7 @@ func (c *manifestCache) get(key []byte) *manifest {
 }
 
 func (c *manifestCache) put(m *manifest) {
+	c.changes.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old, ok := c.m[m.key]; ok {
@@ -117,6 +122,7 @@ func (c *manifestCache) put(m *manifest) {
 
 // purge removes the entries whose key starts with prefix and returns how many it removed.
 func (c *manifestCache) purge(prefix []byte) int {
+	c.changes.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
@@ -133,6 +139,7 @@ func (c *manifestCache) purge(prefix []byte) int {
 
 // purgeDigest removes every entry for the manifest digest, under any repository or tag.
 func (c *manifestCache) purgeDigest(digest []byte) int {
+	c.changes.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0

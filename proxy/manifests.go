@@ -40,6 +40,13 @@ func (e *upstreamStatusError) Error() string {
 // entry is fresh, after a HEAD revalidation when it is not, and stale when the upstream fails.
 func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, name, ref []byte) {
 	mc := h.manifests
+	// Keys use the name the upstream knows: on Docker Hub nginx and library/nginx are one image,
+	// and an admin purges library/nginx. Everything downstream maps names the same way, and a
+	// mapped name maps to itself.
+	nb := bytebufferpool.Get()
+	defer bytebufferpool.Put(nb)
+	nb.B = reg.UpstreamName(nb.B[:0], name)
+	name = nb.B
 	isDigest := oci.IsDigest(ref)
 	ab := bytebufferpool.Get()
 	defer bytebufferpool.Put(ab)

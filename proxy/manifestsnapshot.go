@@ -14,12 +14,14 @@ import (
 	"time"
 )
 
-// The manifest cache lives in memory. At a graceful shutdown it is written to this file in the
-// cache directory and read back at the next start, so a restart costs a HEAD per tag (which
-// Docker Hub does not count as a pull) instead of a GET. The file is removed once read: after a
-// crash the cache starts empty rather than from an older snapshot that could bring back purged
-// entries.
+// The manifest cache lives in memory. docxy writes it to this file in the cache directory every
+// few minutes when it changed, after every admin purge and at a graceful shutdown, and reads it
+// back at start, so a restart (even after a crash) costs a HEAD per tag, which Docker Hub does not
+// count as a pull, instead of a GET. Writing after a purge keeps purged entries from coming back.
 const manifestSnapshotFile = "manifests.snapshot"
+
+// ManifestSnapshotInterval is how often docxy saves a changed manifest cache.
+const ManifestSnapshotInterval = 5 * time.Minute
 
 const manifestSnapshotVersion = 1
 
@@ -35,8 +37,8 @@ type manifestSnapshotEntry struct {
 	Checked                   int64 // unix nanoseconds of the last upstream confirmation
 }
 
-// writeSnapshot writes every entry to w.
-func (c *manifestCache) writeSnapshot(w io.Writer) error {
+// writeSnapshot writes every entry to w and returns how many it wrote.
+func (c *manifestCache) writeSnapshot(w io.Writer) (int, error) {
 	c.mu.RLock()
 	snap := manifestSnapshot{Version: manifestSnapshotVersion, Entries: make([]manifestSnapshotEntry, 0, len(c.order))}
 	for _, k := range c.order { // oldest first, so that loading keeps the eviction order
@@ -46,7 +48,7 @@ func (c *manifestCache) writeSnapshot(w io.Writer) error {
 		}
 	}
 	c.mu.RUnlock()
-	return gob.NewEncoder(w).Encode(&snap)
+	return len(snap.Entries), gob.NewEncoder(w).Encode(&snap)
 }
 
 // readSnapshot adds the entries of a snapshot, dropping any whose body does not match its digest.
@@ -81,14 +83,19 @@ func bodyMatchesDigest(body, digest []byte) bool {
 	return hexSum == hex.EncodeToString(sum[:])
 }
 
-// SaveManifests writes the manifest cache to the cache directory for the next start to read.
-// docxy calls it once the servers have stopped. It does nothing when the cache is off.
+// SaveManifests writes the manifest cache to the cache directory for the next start to read,
+// unless it has not changed since the last time. It returns how many entries it wrote. docxy calls
+// it every ManifestSnapshotInterval, after a purge and once the servers have stopped.
 func (h *Handler) SaveManifests() (entries int, err error) {
-	if h.manifests == nil {
+	c := h.manifests
+	if c == nil {
 		return 0, nil
 	}
-	if n, _ := h.manifests.stats(); n == 0 {
-		return 0, nil // nothing to keep: the start-up reads no file
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	changes := c.changes.Load()
+	if changes == c.savedAt {
+		return 0, nil
 	}
 	path := filepath.Join(h.cacheCfg.Dir, manifestSnapshotFile)
 	f, err := os.CreateTemp(h.cacheCfg.Dir, manifestSnapshotFile+".*")
@@ -97,7 +104,7 @@ func (h *Handler) SaveManifests() (entries int, err error) {
 	}
 	defer os.Remove(f.Name()) // after a successful rename there is nothing left to remove
 	w := bufio.NewWriter(f)
-	err = h.manifests.writeSnapshot(w)
+	entries, err = c.writeSnapshot(w)
 	if err == nil {
 		err = w.Flush()
 	}
@@ -113,12 +120,13 @@ func (h *Handler) SaveManifests() (entries int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("cannot save the manifest cache to %s: %w", path, err)
 	}
-	entries, _ = h.manifests.stats()
+	c.savedAt = changes
 	return entries, nil
 }
 
-// loadManifests reads and removes the snapshot SaveManifests left, if any.
+// loadManifests reads the snapshot SaveManifests left, if any.
 func (h *Handler) loadManifests() {
+	c := h.manifests
 	path := filepath.Join(h.cacheCfg.Dir, manifestSnapshotFile)
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -128,15 +136,15 @@ func (h *Handler) loadManifests() {
 		h.log.Warn("cannot read the saved manifest cache; starting without it", "file", path, "err", err)
 		return
 	}
+	defer f.Close()
 	start := time.Now()
-	n, err := h.manifests.readSnapshot(bufio.NewReader(f))
-	f.Close()
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	n, err := c.readSnapshot(bufio.NewReader(f))
 	if err != nil {
-		h.log.Warn("the saved manifest cache is unreadable; starting without it", "file", path, "err", err)
-	} else {
-		h.log.Info("manifest cache restored", "entries", n, "took", time.Since(start).Round(time.Millisecond))
+		h.log.Warn("the saved manifest cache is unreadable; starting without it (it is replaced at the next save)", "file", path, "err", err)
+		return
 	}
-	if err := os.Remove(path); err != nil {
-		h.log.Warn("cannot remove the saved manifest cache after reading it", "file", path, "err", err)
-	}
+	c.savedAt = c.changes.Load() // the file holds what was read
+	h.log.Info("manifest cache restored", "entries", n, "took", time.Since(start).Round(time.Millisecond))
 }

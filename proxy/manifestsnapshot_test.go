@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,13 +12,7 @@ import (
 // one upstream HEAD (free on Docker Hub) instead of a GET, and a digest with no upstream request.
 func TestManifestCacheSurvivesRestart(t *testing.T) {
 	const path = "/v2/library/nginx/manifests/latest"
-	up, _ := fakeHub(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != path {
-			http.NotFound(w, r)
-			return
-		}
-		writeManifestResponse(w, r, mtOCIIndexS, testManifest)
-	})
+	up := manifestHub(t, path)
 	dir := t.TempDir()
 	cfg := testConfig(`upstream_timeout = "3s"`, registryConfig("docker.io", up.URL(), `library_prefix = true`),
 		"[cache]\nmanifest_ttl = \"1ns\"\n") // every tag is stale at once: the restart must revalidate
@@ -40,10 +33,11 @@ func TestManifestCacheSurvivesRestart(t *testing.T) {
 	}
 	before := len(onlyPath(up.requests(), path))
 
-	second := newMirrorInDir(t, cfg, dir)
-	if _, err := os.Stat(filepath.Join(dir, manifestSnapshotFile)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the snapshot is still there after it was read: %v", err)
+	if n, err := first.h.SaveManifests(); err != nil || n != 0 {
+		t.Fatalf("unexpected second SaveManifests of an unchanged cache: got %d entries, %v; want none written", n, err)
 	}
+
+	second := newMirrorInDir(t, cfg, dir)
 	get(second, "/v2/nginx/manifests/latest", "HIT")
 	get(second, "/v2/nginx/manifests/"+digestOf(testManifest), "HIT")
 	// (The new process also discovers the upstream's challenge with GET /v2/ once.)
@@ -62,7 +56,7 @@ func TestManifestSnapshotDropsBadEntries(t *testing.T) {
 	c.put(newManifest("bad", bad, []byte(mtOCIManifestS), []byte(digestOf(good)), len(bad)))
 	c.put(newManifest("tag", nil, []byte(mtOCIManifestS), []byte(digestOf(good)), len(good))) // learned from a HEAD
 	var buf bytes.Buffer
-	if err := c.writeSnapshot(&buf); err != nil {
+	if _, err := c.writeSnapshot(&buf); err != nil {
 		t.Fatalf("cannot write the snapshot: %s", err)
 	}
 	restored := newManifestCache(0, DefaultManifestCacheBytes)
@@ -81,7 +75,47 @@ func TestManifestSnapshotDropsBadEntries(t *testing.T) {
 	m := newMirrorInDir(t, testConfig("", registryConfig("docker.io", up.URL())), dir)
 	resp, _ := m.do(t, "GET", "/v2/", nil, "")
 	checkStatus(t, resp, http.StatusUnauthorized)
-	if _, err := os.Stat(filepath.Join(dir, manifestSnapshotFile)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the unreadable snapshot was not removed: %v", err)
+}
+
+// TestManifestPurgeIsSaved: a purge rewrites the saved manifests, so a start after a crash (no
+// save at shutdown) does not bring the purged tag back: it is fetched again with GET.
+func TestManifestPurgeIsSaved(t *testing.T) {
+	const path = "/v2/library/nginx/manifests/latest"
+	up := manifestHub(t, path)
+	dir := t.TempDir()
+	cfg := testConfig("", registryConfig("docker.io", up.URL(), `library_prefix = true`), "[admin]\ntoken = \"s3cret\"\n")
+	first := newMirrorInDir(t, cfg, dir)
+	resp, _ := first.do(t, "GET", "/v2/nginx/manifests/latest", nil, "")
+	checkStatus(t, resp, 200)
+	if _, err := first.h.SaveManifests(); err != nil { // the periodic save
+		t.Fatal(err)
 	}
+	resp, body := first.do(t, "DELETE", PathAdminCache+"?registry=docker.io&repository=nginx&reference=latest", // = library/nginx
+		http.Header{"Authorization": {"Bearer s3cret"}}, "")
+	checkStatus(t, resp, 200)
+	if !bytes.Contains(body, []byte(`"manifests":1`)) {
+		t.Fatalf("unexpected purge answer: %s; want one manifest purged", body)
+	}
+
+	before := len(onlyPath(up.requests(), path))
+	second := newMirrorInDir(t, cfg, dir) // no SaveManifests at shutdown: as after a crash
+	resp, _ = second.do(t, "GET", "/v2/nginx/manifests/latest", nil, "")
+	checkStatus(t, resp, 200)
+	checkHeader(t, resp.Header, "X-Cache", "MISS")
+	if rs := onlyPath(up.requests(), path)[before:]; len(rs) != 1 || rs[0].Method != "GET" {
+		t.Fatalf("unexpected upstream requests for the purged tag: got %v; want one GET", rs)
+	}
+}
+
+// manifestHub is a registry that serves testManifest at path and nothing else.
+func manifestHub(t *testing.T, path string) *fakeServer {
+	t.Helper()
+	up, _ := fakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path {
+			http.NotFound(w, r)
+			return
+		}
+		writeManifestResponse(w, r, mtOCIIndexS, testManifest)
+	})
+	return up
 }
