@@ -289,6 +289,14 @@ func newMirrorInDir(t *testing.T, cfgText, dir string) *mirror {
 			t.Errorf("server wasn't stopped")
 		}
 		h.Close()
+		// Blob fills run detached from clients: let them commit or abort before the cache
+		// directory is removed under them.
+		for deadline := time.Now().Add(10 * time.Second); h.Stats().Blobs.InFlight > 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("blob downloads still in flight 10s after the test")
+				break
+			}
+		}
 	})
 	return m
 }
