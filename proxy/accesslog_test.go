@@ -55,6 +55,7 @@ func TestAccessLogBytes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer waitFills(t, h)
 			defer h.Close()
 			serve := func(method, path string) *fasthttp.RequestCtx {
 				t.Helper()

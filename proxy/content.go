@@ -54,17 +54,17 @@ func (h *Handler) serveV2(ctx *fasthttp.RequestCtx, reg *upstream.Registry, host
 		writeError(ctx, fasthttp.StatusBadRequest, bodyDigestInvalid)
 		return
 	}
+	// From here on name is the one the upstream knows (library/nginx for nginx on Docker Hub):
+	// access rules, cache keys, upstream paths and token scopes all use it.
+	nb := bytebufferpool.Get()
+	defer bytebufferpool.Put(nb)
+	nb.B = reg.UpstreamName(nb.B[:0], name)
+	name = nb.B
 	if rules := h.rules[reg]; rules != nil {
-		buf := bytebufferpool.Get()
-		buf.B = reg.UpstreamName(buf.B[:0], name)
-		rule := rules.Check(buf.B)
-		if rule != "" {
-			h.log.Info("pull denied", "registry", reg.Name, "repository", string(buf.B), "rule", rule)
+		if rule := rules.Check(name); rule != "" {
+			h.log.Info("pull denied", "registry", reg.Name, "repository", string(name), "rule", rule)
 			writeError(ctx, fasthttp.StatusForbidden, oci.ErrorBody(oci.ErrorCodeDenied,
-				"repository "+string(buf.B)+" may not be pulled through this mirror ("+rule+")"))
-		}
-		bytebufferpool.Put(buf)
-		if rule != "" {
+				"repository "+string(name)+" may not be pulled through this mirror ("+rule+")"))
 			return
 		}
 	}
@@ -86,10 +86,10 @@ func (h *Handler) serveV2(ctx *fasthttp.RequestCtx, reg *upstream.Registry, host
 	h.passThrough(ctx, reg, hostMatched, name, kind, ref)
 }
 
-// upstreamPath appends /v2/<upstream name>/<kind>/<ref> to dst.
-func upstreamPath(dst []byte, reg *upstream.Registry, name []byte, kind oci.Kind, ref []byte) []byte {
+// upstreamPath appends /v2/<name>/<kind>/<ref> to dst; name is the upstream's (serveV2 maps it).
+func upstreamPath(dst []byte, name []byte, kind oci.Kind, ref []byte) []byte {
 	dst = append(dst, prefixV2...)
-	dst = reg.UpstreamName(dst, name)
+	dst = append(dst, name...)
 	switch kind {
 	case oci.KindManifest:
 		dst = append(dst, segManifests...)
@@ -108,7 +108,7 @@ func upstreamPath(dst []byte, reg *upstream.Registry, name []byte, kind oci.Kind
 // protocol needs. Hop-by-hop headers are thus never forwarded.
 func newUpstreamRequest(ctx *fasthttp.RequestCtx, reg *upstream.Registry, name []byte, kind oci.Kind, ref []byte) *fasthttp.Request {
 	buf := bytebufferpool.Get()
-	buf.B = upstreamPath(buf.B, reg, name, kind, ref)
+	buf.B = upstreamPath(buf.B, name, kind, ref)
 	req := fasthttp.AcquireRequest()
 	var query []byte
 	if qa := ctx.QueryArgs(); qa.Len() > 0 {

@@ -289,16 +289,21 @@ func newMirrorInDir(t *testing.T, cfgText, dir string) *mirror {
 			t.Errorf("server wasn't stopped")
 		}
 		h.Close()
-		// Blob fills run detached from clients: let them commit or abort before the cache
-		// directory is removed under them.
-		for deadline := time.Now().Add(10 * time.Second); h.Stats().Blobs.InFlight > 0; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Errorf("blob downloads still in flight 10s after the test")
-				break
-			}
-		}
+		waitFills(t, h)
 	})
 	return m
+}
+
+// waitFills waits for h's blob fills, which run detached from clients, to commit or abort, so
+// that a test's cache directory is not removed under them.
+func waitFills(t *testing.T, h *Handler) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); h.Stats().Blobs.InFlight > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("blob downloads still in flight 10s after the test")
+			return
+		}
+	}
 }
 
 // request builds a request to the mirror; a "Host" entry in hdr sets the Host header.

@@ -209,7 +209,7 @@ func (h *Handler) writeAccountToken(ctx *fasthttp.RequestCtx, user string) {
 // own: with mirror accounts on, the client's token is the mirror's and must never go upstream.
 func (h *Handler) useMirrorAccount(req *fasthttp.Request, reg *upstream.Registry, name []byte) (int, error) {
 	req.Header.Del(fasthttp.HeaderAuthorization)
-	scope := "repository:" + string(reg.UpstreamName(nil, name)) + ":pull"
+	scope := "repository:" + string(name) + ":pull"
 	a, account, err := reg.MirrorAuthorization(scope)
 	if err != nil {
 		return accountClient, err

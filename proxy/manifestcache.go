@@ -42,8 +42,9 @@ func (m *manifest) fresh(ttl time.Duration, now time.Time) bool {
 }
 
 // manifestCache holds manifests in memory: by digest forever (they are immutable), by tag with a
-// TTL after which the tag is revalidated upstream. Keys name the registry and repository, so a
-// purge by repository is exact, and tag keys include what the client's Accept allowed (P6).
+// TTL after which the tag is revalidated upstream. Keys name the registry and repository (as the
+// upstream names it), so a purge by repository is exact, and tag keys include what the client's
+// Accept allowed (P6).
 type manifestCache struct {
 	ttl      atomic.Int64 // time.Duration; a configuration reload may change it
 	maxBytes int64
@@ -192,15 +193,10 @@ func mediaTypeBit(ct []byte) byte {
 	if i := bytes.IndexByte(ct, ';'); i >= 0 {
 		ct = bytes.TrimSpace(ct[:i])
 	}
-	switch {
-	case bytes.Equal(ct, mtOCIIndex):
-		return acceptOCIIndex
-	case bytes.Equal(ct, mtDockerList):
-		return acceptDockerList
-	case bytes.Equal(ct, mtOCIManifest):
-		return acceptOCIManifest
-	case bytes.Equal(ct, mtDockerManifest):
-		return acceptDockerManifest
+	for _, t := range manifestTypes {
+		if bytes.Equal(ct, t.mediaType) {
+			return t.bit
+		}
 	}
 	return acceptOther
 }
@@ -223,6 +219,17 @@ var (
 	mtDockerManifest = []byte("application/vnd.docker.distribution.manifest.v2+json")
 )
 
+// manifestTypes pairs each manifest media type docxy tells apart with its Accept mask bit.
+var manifestTypes = [...]struct {
+	mediaType []byte
+	bit       byte
+}{
+	{mtOCIIndex, acceptOCIIndex},
+	{mtDockerList, acceptDockerList},
+	{mtOCIManifest, acceptOCIManifest},
+	{mtDockerManifest, acceptDockerManifest},
+}
+
 // acceptMask summarises an Accept header; no header means docxy's default (all four types).
 func acceptMask(accept []byte) byte {
 	if len(accept) == 0 {
@@ -230,21 +237,11 @@ func acceptMask(accept []byte) byte {
 	}
 	var m byte
 	n := 0
-	if bytes.Contains(accept, mtOCIIndex) {
-		m |= acceptOCIIndex
-		n++
-	}
-	if bytes.Contains(accept, mtDockerList) {
-		m |= acceptDockerList
-		n++
-	}
-	if bytes.Contains(accept, mtOCIManifest) {
-		m |= acceptOCIManifest
-		n++
-	}
-	if bytes.Contains(accept, mtDockerManifest) {
-		m |= acceptDockerManifest
-		n++
+	for _, t := range manifestTypes {
+		if bytes.Contains(accept, t.mediaType) {
+			m |= t.bit
+			n++
+		}
 	}
 	if bytes.Count(accept, []byte(","))+1 > n {
 		m |= acceptOther // something else too (schema1, */*, artifacts): keep it apart

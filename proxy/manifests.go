@@ -40,13 +40,6 @@ func (e *upstreamStatusError) Error() string {
 // entry is fresh, after a HEAD revalidation when it is not, and stale when the upstream fails.
 func (h *Handler) serveManifest(ctx *fasthttp.RequestCtx, reg *upstream.Registry, hostMatched bool, name, ref []byte) {
 	mc := h.manifests
-	// Keys use the name the upstream knows: on Docker Hub nginx and library/nginx are one image,
-	// and an admin purges library/nginx. Everything downstream maps names the same way, and a
-	// mapped name maps to itself.
-	nb := bytebufferpool.Get()
-	defer bytebufferpool.Put(nb)
-	nb.B = reg.UpstreamName(nb.B[:0], name)
-	name = nb.B
 	isDigest := oci.IsDigest(ref)
 	ab := bytebufferpool.Get()
 	defer bytebufferpool.Put(ab)
@@ -243,7 +236,7 @@ func computeDigest(ref, upstreamDigest, body []byte) []byte {
 func (h *Handler) mirrorDo(reg *upstream.Registry, name []byte, kind oci.Kind, ref, method, accept []byte, resp *fasthttp.Response) error {
 	buf := bytebufferpool.Get()
 	defer bytebufferpool.Put(buf)
-	buf.B = upstreamPath(buf.B[:0], reg, name, kind, ref)
+	buf.B = upstreamPath(buf.B[:0], name, kind, ref)
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	reg.SetRequestURI(req, buf.B, nil)
@@ -254,7 +247,7 @@ func (h *Handler) mirrorDo(reg *upstream.Registry, name []byte, kind oci.Kind, r
 		}
 		req.Header.SetBytesV(fasthttp.HeaderAccept, accept)
 	}
-	scope := "repository:" + string(reg.UpstreamName(nil, name)) + ":pull"
+	scope := "repository:" + string(name) + ":pull"
 	auth, account, err := reg.MirrorAuthorization(scope)
 	if errors.Is(err, upstream.ErrTokenDenied) {
 		return errNotShareable

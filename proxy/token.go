@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net/url"
-	"strings"
 
 	"github.com/docxy/docxy/proxy/upstream"
 	"github.com/valyala/fasthttp"
@@ -115,12 +114,5 @@ func rewriteScope(reg *upstream.Registry, scope string) string {
 	if !reg.LibraryPrefix {
 		return scope
 	}
-	if !strings.Contains(scope, " ") {
-		return upstream.PrefixScope(scope)
-	}
-	parts := strings.Fields(scope)
-	for i, p := range parts {
-		parts[i] = upstream.PrefixScope(p)
-	}
-	return strings.Join(parts, " ")
+	return upstream.PrefixScopes(scope)
 }

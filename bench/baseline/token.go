@@ -127,14 +127,7 @@ func rewriteScope(reg *registry, scope string) string {
 	if !reg.libraryPrefix {
 		return scope
 	}
-	if !strings.Contains(scope, " ") {
-		return upstream.PrefixScope(scope)
-	}
-	parts := strings.Fields(scope)
-	for i, p := range parts {
-		parts[i] = upstream.PrefixScope(p)
-	}
-	return strings.Join(parts, " ")
+	return upstream.PrefixScopes(scope)
 }
 
 // rewriteChallenge points an upstream 401's realm at the mirror, keeping its service and scope.

@@ -130,3 +130,15 @@ func PrefixScope(scope string) string {
 	}
 	return repo + "library/" + rest
 }
+
+// PrefixScopes is PrefixScope for a scope parameter that may hold several space-separated scopes.
+func PrefixScopes(scopes string) string {
+	if !strings.Contains(scopes, " ") {
+		return PrefixScope(scopes)
+	}
+	parts := strings.Fields(scopes)
+	for i, p := range parts {
+		parts[i] = PrefixScope(p)
+	}
+	return strings.Join(parts, " ")
+}

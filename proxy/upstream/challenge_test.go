@@ -94,6 +94,19 @@ func TestPrefixScope(t *testing.T) {
 	f("", "")
 }
 
+func TestPrefixScopes(t *testing.T) {
+	f := func(scopes, want string) {
+		t.Helper()
+		if got := PrefixScopes(scopes); got != want {
+			t.Fatalf("unexpected PrefixScopes(%q): got %q; want %q", scopes, got, want)
+		}
+	}
+	f("repository:nginx:pull", "repository:library/nginx:pull")
+	f("repository:nginx:pull repository:foo/bar:pull", "repository:library/nginx:pull repository:foo/bar:pull")
+	f("registry:catalog:*  repository:alpine:pull", "registry:catalog:* repository:library/alpine:pull")
+	f("", "")
+}
+
 func FuzzParseChallenge(f *testing.F) {
 	for _, s := range []string{
 		`Bearer realm="https://auth.docker.io/token",service="registry.docker.io"`,
