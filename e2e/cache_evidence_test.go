@@ -280,6 +280,17 @@ func TestCacheRestartKeepsManifests(t *testing.T) {
 	if heads == 0 {
 		t.Errorf("pull after the restart: no upstream HEAD %s; want the restored tag revalidated", tagPath)
 	}
+
+	// Restarted while the registry is down, docxy still knows its auth challenge (saved with the
+	// manifests) and serves the cached image: the token comes from the token server, which is up.
+	waitCacheIdle(t, second)
+	if err := second.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	tap.srv.Close()
+	opts.Name = "restart-3"
+	third := startMirror(t, opts)
+	pull(third)
 }
 
 func logTap(t *testing.T, what string, reqs []tapRequest) {

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/docxy/docxy/proxy/upstream"
 )
 
 // The manifest cache lives in memory. docxy writes it to this file in the cache directory every
@@ -28,6 +30,9 @@ const manifestSnapshotVersion = 1
 type manifestSnapshot struct {
 	Version int
 	Entries []manifestSnapshotEntry
+	// Challenges holds each registry's auth challenge by registry name: a process started while
+	// the upstream is down can then still answer /v2/ and serve what it has cached.
+	Challenges map[string]upstream.Challenge
 }
 
 type manifestSnapshotEntry struct {
@@ -37,10 +42,11 @@ type manifestSnapshotEntry struct {
 	Checked                   int64 // unix nanoseconds of the last upstream confirmation
 }
 
-// writeSnapshot writes every entry to w and returns how many it wrote.
-func (c *manifestCache) writeSnapshot(w io.Writer) (int, error) {
+// writeSnapshot writes every entry and the challenges to w and returns how many entries it wrote.
+func (c *manifestCache) writeSnapshot(w io.Writer, challenges map[string]upstream.Challenge) (int, error) {
 	c.mu.RLock()
-	snap := manifestSnapshot{Version: manifestSnapshotVersion, Entries: make([]manifestSnapshotEntry, 0, len(c.order))}
+	snap := manifestSnapshot{Version: manifestSnapshotVersion, Entries: make([]manifestSnapshotEntry, 0, len(c.order)),
+		Challenges: challenges}
 	for _, k := range c.order { // oldest first, so that loading keeps the eviction order
 		if m, ok := c.m[k]; ok {
 			snap.Entries = append(snap.Entries, manifestSnapshotEntry{Key: k, Body: m.body, ContentType: m.contentType,
@@ -52,14 +58,14 @@ func (c *manifestCache) writeSnapshot(w io.Writer) (int, error) {
 }
 
 // readSnapshot adds the entries of a snapshot, dropping any whose body does not match its digest.
-// It returns how many it added.
-func (c *manifestCache) readSnapshot(r io.Reader) (int, error) {
+// It returns how many it added and the challenges saved with them.
+func (c *manifestCache) readSnapshot(r io.Reader) (int, map[string]upstream.Challenge, error) {
 	var snap manifestSnapshot
 	if err := gob.NewDecoder(r).Decode(&snap); err != nil {
-		return 0, fmt.Errorf("cannot decode: %w", err)
+		return 0, nil, fmt.Errorf("cannot decode: %w", err)
 	}
 	if snap.Version != manifestSnapshotVersion {
-		return 0, fmt.Errorf("version %d is not %d", snap.Version, manifestSnapshotVersion)
+		return 0, nil, fmt.Errorf("version %d is not %d", snap.Version, manifestSnapshotVersion)
 	}
 	n := 0
 	for _, e := range snap.Entries {
@@ -71,7 +77,7 @@ func (c *manifestCache) readSnapshot(r io.Reader) (int, error) {
 		c.put(m)
 		n++
 	}
-	return n, nil
+	return n, snap.Challenges, nil
 }
 
 func bodyMatchesDigest(body, digest []byte) bool {
@@ -83,7 +89,8 @@ func bodyMatchesDigest(body, digest []byte) bool {
 	return hexSum == hex.EncodeToString(sum[:])
 }
 
-// SaveManifests writes the manifest cache to the cache directory for the next start to read,
+// SaveManifests writes the manifest cache, with each registry's auth challenge, to the cache
+// directory for the next start to read,
 // unless it has not changed since the last time. It returns how many entries it wrote. docxy calls
 // it every ManifestSnapshotInterval, after a purge and once the servers have stopped.
 func (h *Handler) SaveManifests() (entries int, err error) {
@@ -104,7 +111,13 @@ func (h *Handler) SaveManifests() (entries int, err error) {
 	}
 	defer os.Remove(f.Name()) // after a successful rename there is nothing left to remove
 	w := bufio.NewWriter(f)
-	entries, err = c.writeSnapshot(w)
+	challenges := map[string]upstream.Challenge{}
+	for _, r := range h.registries {
+		if ch, ok := r.CachedChallenge(); ok {
+			challenges[r.Name] = ch
+		}
+	}
+	entries, err = c.writeSnapshot(w, challenges)
 	if err == nil {
 		err = w.Flush()
 	}
@@ -140,10 +153,15 @@ func (h *Handler) loadManifests() {
 	start := time.Now()
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
-	n, err := c.readSnapshot(bufio.NewReader(f))
+	n, challenges, err := c.readSnapshot(bufio.NewReader(f))
 	if err != nil {
 		h.log.Warn("the saved manifest cache is unreadable; starting without it (it is replaced at the next save)", "file", path, "err", err)
 		return
+	}
+	for _, r := range h.registries {
+		if ch, ok := challenges[r.Name]; ok {
+			r.RestoreChallenge(ch)
+		}
 	}
 	c.savedAt = c.changes.Load() // the file holds what was read
 	h.log.Info("manifest cache restored", "entries", n, "took", time.Since(start).Round(time.Millisecond))

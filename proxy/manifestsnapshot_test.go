@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/docxy/docxy/proxy/upstream"
 )
 
 // TestManifestCacheSurvivesRestart: after a graceful shutdown the next start serves a tag after
@@ -56,12 +58,17 @@ func TestManifestSnapshotDropsBadEntries(t *testing.T) {
 	c.put(newManifest("bad", bad, []byte(mtOCIManifestS), []byte(digestOf(good)), len(bad)))
 	c.put(newManifest("tag", nil, []byte(mtOCIManifestS), []byte(digestOf(good)), len(good))) // learned from a HEAD
 	var buf bytes.Buffer
-	if _, err := c.writeSnapshot(&buf); err != nil {
+	saved := map[string]upstream.Challenge{"hub": {Scheme: "Bearer", Realm: "https://auth.example/token", Service: "registry"}}
+	if _, err := c.writeSnapshot(&buf, saved); err != nil {
 		t.Fatalf("cannot write the snapshot: %s", err)
 	}
 	restored := newManifestCache(0, DefaultManifestCacheBytes)
-	if n, err := restored.readSnapshot(&buf); err != nil || n != 2 {
+	n, challenges, err := restored.readSnapshot(&buf)
+	if err != nil || n != 2 {
 		t.Fatalf("unexpected readSnapshot: got %d entries, %v; want 2, no error", n, err)
+	}
+	if challenges["hub"] != saved["hub"] {
+		t.Fatalf("unexpected challenges restored: got %+v; want %+v", challenges, saved)
 	}
 	if restored.get([]byte("bad")) != nil || restored.get([]byte("good")) == nil || restored.get([]byte("tag")) == nil {
 		t.Fatalf("unexpected entries restored: want good and tag, not bad")

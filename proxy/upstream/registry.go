@@ -312,6 +312,13 @@ func (r *Registry) Challenge() (Challenge, error) {
 	return c, nil
 }
 
+// RestoreChallenge sets the challenge an earlier process discovered, unless one is known already.
+// It counts as expired: the registry is asked again first, and c is used only while it cannot be
+// reached, so that a mirror restarted during an upstream outage still serves what it has cached.
+func (r *Registry) RestoreChallenge(c Challenge) {
+	r.challenge.CompareAndSwap(nil, &discovered{c: c})
+}
+
 // CachedChallenge returns the challenge discovered so far, without contacting the upstream.
 func (r *Registry) CachedChallenge() (Challenge, bool) {
 	if d := r.challenge.Load(); d != nil {
